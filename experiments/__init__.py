@@ -1,0 +1,1 @@
+"""Experiments: the main LEAK pipeline (`python -m experiments.semkitti`), configs, benchmarks."""

@@ -1,0 +1,1 @@
+"""ml_collections configs of the experiments (`--config experiments/configs/<name>.py:<arg>`)."""

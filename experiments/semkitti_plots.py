@@ -1,0 +1,67 @@
+"""Figures of phase 2: the baseline's confusion matrix, the conductance curve, the dendrogram."""
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.cluster import hierarchy as scipy_hierarchy  # noqa: E402
+
+from leakjax.leak.grouping import Hierarchy  # noqa: E402
+
+
+def plot_confusion(
+    confusion: np.ndarray, class_names: list[str], order: list[int], path: pathlib.Path
+) -> None:
+    """Row-normalised confusion [m, m] (rows truth), classes in dendrogram `order`, log colours."""
+    rows = confusion.sum(axis=1, keepdims=True)
+    normalised = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
+    normalised = normalised[np.ix_(order, order)]
+    names = [class_names[i] for i in order]
+    fig, ax = plt.subplots(figsize=(8, 7))
+    image = ax.imshow(np.log10(normalised + 1e-4), cmap="viridis", vmin=-4, vmax=0)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title("baseline confusion, P(pred | truth), log10")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_conductance(hierarchy: Hierarchy, path: pathlib.Path) -> None:
+    """Aggregated conductance per candidate k, the chosen k marked."""
+    ks = sorted(hierarchy.conductance)
+    values = [hierarchy.conductance[k] for k in ks]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(ks, values, "o-")
+    ax.axvline(hierarchy.num_macro, color="red", linestyle="--", label=f"chosen M = {hierarchy.num_macro}")
+    ax.set_xlabel("number of macro classes k")
+    ax.set_ylabel(f"{hierarchy.aggregation} conductance")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_dendrogram(hierarchy: Hierarchy, path: pathlib.Path) -> None:
+    """The dendrogram consistent with the partition, leaves coloured by macro class."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if hierarchy.linkage is not None and len(hierarchy.linkage):
+        scipy_hierarchy.dendrogram(
+            hierarchy.linkage, labels=hierarchy.class_names, ax=ax, leaf_rotation=90,
+            color_threshold=0,
+        )
+        colours = plt.get_cmap("tab10")
+        for label in ax.get_xmajorticklabels():
+            micro = hierarchy.class_names.index(label.get_text())
+            label.set_color(colours(int(hierarchy.micro_to_macro[micro]) % 10))
+    ax.set_title("classes merged by confusion (leaf colour = macro class)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,81 @@
+"""Phase 4's report: baseline and LEAK side by side, as report.json and report.md."""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from leakjax.leak.grouping import Hierarchy
+from leakjax.metrics import segmentation_metrics
+
+SUMMARY_KEYS = ("miou", "miou_present", "hiou", "oa", "macc", "fwiou", "iou_mse", "iou_std", "iou_entropy")
+
+
+def run_metrics(confusion: np.ndarray, hierarchy: Hierarchy) -> dict:
+    """Metrics of one run: a 20x20 confusion with training id 0 ignored, hIoU through `hierarchy`."""
+    result = segmentation_metrics(confusion, hierarchy.with_ignored(0), ignore_index=0)
+    return {
+        **{key: float(result[key]) for key in SUMMARY_KEYS},
+        "iou_per_class": [float(v) for v in np.asarray(result["iou_per_class"])[1:]],
+        "num_labelled": int(result["num_labelled"]),
+    }
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_report(
+    workdir: pathlib.Path,
+    runs: dict[str, dict],
+    hierarchy: Hierarchy,
+    data_description: str,
+    extra: dict,
+) -> dict:
+    """Writes report.json and report.md; `runs` = {"baseline": run_metrics, "leak": run_metrics}."""
+    report = {
+        "data": data_description,
+        "class_names": hierarchy.class_names,
+        "hierarchy": {
+            "macro_names": hierarchy.macro_names,
+            "micro_to_macro": [int(v) for v in hierarchy.micro_to_macro],
+            "method": hierarchy.method,
+        },
+        "runs": runs,
+        **extra,
+    }
+    (workdir / "report.json").write_text(json.dumps(_json_safe(report), indent=1))
+    names = list(runs)
+    lines = [
+        "# LEAK on SemanticKITTI: baseline vs LEAK",
+        "",
+        f"Data: {data_description}. Validation metrics in % (official SemanticKITTI rules: class 0",
+        "ignored, mIoU over all 19 classes with absent classes scoring 0; mIoU_present over classes",
+        "present in the ground truth). IoU balance: MSE / std of the per-class IoUs around their mean,",
+        "entropy (nats) of the IoUs normalised to sum to 1 (higher = more balanced).",
+        "",
+        "Macro classes found from the baseline's mistakes:",
+        "",
+    ]
+    lines += [f"- M{i}: {name}" for i, name in enumerate(hierarchy.macro_names)]
+    lines += ["", "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key in SUMMARY_KEYS:
+        scale = 1.0 if key in ("iou_mse", "iou_entropy") else 100.0
+        cells = [f"{runs[n][key] * scale:.2f}" if runs[n][key] == runs[n][key] else "nan" for n in names]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines += ["", "Per-class IoU (%):", "", "| class | " + " | ".join(names) + " |"]
+    lines.append("|---|" + "---|" * len(names))
+    for index, class_name in enumerate(hierarchy.class_names):
+        cells = [f"{runs[n]['iou_per_class'][index] * 100:.2f}" for n in names]
+        lines.append(f"| {class_name} | " + " | ".join(cells) + " |")
+    for key, value in extra.items():
+        lines.append(f"\n{key}: {value}")
+    (workdir / "report.md").write_text("\n".join(lines) + "\n")
+    return report

@@ -1,0 +1,50 @@
+"""LEAK (LEArning from mistaKes): model-agnostic pieces of the method (LEAK_METHOD.md).
+
+Labels everywhere are dense micro-class ids 0..m-1 (the ignored label excluded) with a boolean
+`valid` mask saying which entries count; the trainer converts dataset label ids.
+
+  hierarchy.py    discover_hierarchy: macro classes from a confusion matrix (spectral clustering)
+  grouping.py     Hierarchy (+ JSON), random / a_priori / given ablation groupings
+  prototypes.py   update_prototypes, prototype_loss, PrototypeBank (collection "prototypes")
+  fairness.py     fairness_loss (Jain's index within macro classes)
+  objective.py    LeakConfig, combine_objective
+  propagation.py  labels at feature resolution (voxel majority, kept points, nearest image)
+  geometry.py     feature_geometry (Theta_Gamma, CCD, PD, PCD)
+"""
+
+from leakjax.leak.fairness import fairness_loss
+from leakjax.leak.geometry import feature_geometry
+from leakjax.leak.grouping import (
+    SEMANTIC_KITTI_CATEGORIES,
+    Hierarchy,
+    a_priori_grouping,
+    given_grouping,
+    random_grouping,
+)
+from leakjax.leak.hierarchy import discover_hierarchy
+from leakjax.leak.objective import LeakConfig, combine_objective
+from leakjax.leak.propagation import (
+    kept_point_labels,
+    nearest_downsample_labels,
+    voxel_majority_label,
+)
+from leakjax.leak.prototypes import PrototypeBank, prototype_loss, update_prototypes
+
+__all__ = [
+    "SEMANTIC_KITTI_CATEGORIES",
+    "Hierarchy",
+    "LeakConfig",
+    "PrototypeBank",
+    "a_priori_grouping",
+    "combine_objective",
+    "discover_hierarchy",
+    "fairness_loss",
+    "feature_geometry",
+    "given_grouping",
+    "kept_point_labels",
+    "nearest_downsample_labels",
+    "prototype_loss",
+    "random_grouping",
+    "update_prototypes",
+    "voxel_majority_label",
+]

@@ -1,0 +1,14 @@
+"""Model registry: a plain dict from the config's `model.name` to a Flax Linen module class.
+
+Every model honours the contract in MODEL_API (see `leakjax/models/pointmlp.py` for the smallest
+example): `model.apply(variables, batch, train=...)` returns `(logits [B, P, C], aux)` where `aux`
+carries the features LEAK aligns and the tensors the model's own loss is computed on.
+"""
+
+from leakjax.models.cylinder3d import Cylinder3D
+from leakjax.models.pointmlp import PointMLP
+
+MODELS = {
+    "cylinder3d": Cylinder3D,
+    "pointmlp": PointMLP,
+}

@@ -1,0 +1,239 @@
+"""Kernel maps: which input row feeds which output row through which kernel offset.
+
+A map is built once per resolution and shared by every conv at that level (spconv's indice_key):
+one 3x3x3 submanifold map serves the (1,3,3), (3,1,3), (3,1,1), ... sub-kernels by selecting
+offsets, and one down-sampling map serves the strided conv and, transposed, the inverse conv.
+
+Offsets are in lexicographic (dx, dy, dz) order, dx, dy, dz in [-r, r] (r = kernel radius per
+axis), so offset index k matches `weight.reshape(K, C_in, C_out)` for weight [kx, ky, kz, ...].
+Conventions (p fine/input voxel, q output voxel, o offset, s stride, d dilation):
+  submanifold: q in the input set,  p = q + o * d
+  down:        p = q * s + o        (spconv SparseConv3d with padding r; dense conv with padding r)
+  inverse:     the down map read backwards (output = the fine set).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from leakjax.sparse.pairs import PairList, build_pair_list
+from leakjax.sparse.search import build_index, lookup
+from leakjax.sparse.tensor import (
+    SENTINEL_KEY,
+    SparseTensor,
+    check_key_range,
+    decode_keys,
+    encode_keys,
+)
+
+DOWNSAMPLE_MODES = ("spconv", "floor")
+
+
+def kernel_offsets(kernel_size, dilation=(1, 1, 1)) -> np.ndarray:
+    """int32 [K, 3] offsets (dilated) in lexicographic order for an odd kernel."""
+    if any(k % 2 == 0 or k < 1 for k in kernel_size) or len(kernel_size) != 3:
+        raise ValueError(f"kernel_size must be 3 odd positive ints, got {kernel_size}")
+    axes = [np.arange(k) - k // 2 for k in kernel_size]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    return (grid * np.asarray(dilation)).astype(np.int32)
+
+
+def sub_kernel_indices(kernel_size, sub_kernel) -> np.ndarray:
+    """Positions, among the offsets of `kernel_size`, of the offsets of a centred `sub_kernel`."""
+    if any(s > k for s, k in zip(sub_kernel, kernel_size)):
+        raise ValueError(f"kernel {sub_kernel} does not fit in the map's kernel {kernel_size}")
+    full = kernel_offsets(kernel_size)
+    inside = np.all(np.abs(full) <= np.asarray(sub_kernel) // 2, axis=-1)
+    return np.nonzero(inside)[0].astype(np.int32)
+
+
+@struct.dataclass
+class KernelMap:
+    """Neighbour relation between an input and an output set of one level (per sample).
+
+    neighbours: int32 [B, N_out, K] input row feeding output row q through offset k; -1 if none.
+    reverse:    int32 [B, N_in, K] output row fed by input row p through offset k; -1 if none.
+    pairs:      {sub-kernel shape: PairList} compact real-pair lists for the fast dataflow.
+    submanifold: output set == input set (the centre offset is the identity and not in `pairs`).
+    """
+
+    neighbours: jax.Array
+    reverse: jax.Array
+    pairs: dict
+    kernel_size: tuple[int, int, int] = struct.field(pytree_node=False)
+    dilation: tuple[int, int, int] = struct.field(pytree_node=False)
+    stride: tuple[int, int, int] = struct.field(pytree_node=False)
+    submanifold: bool = struct.field(pytree_node=False)
+
+    @property
+    def overflow(self) -> jax.Array:
+        """bool [B]: some pair list ran out of capacity (its convs would be wrong)."""
+        flags = [p.overflow for p in self.pairs.values()]
+        return (
+            jnp.any(jnp.stack(flags), axis=0)
+            if flags
+            else jnp.zeros(self.neighbours.shape[0], bool)
+        )
+
+    def num_real_pairs(self) -> jax.Array:
+        """int32 [B] real (input, output, offset) triples, centre offset included."""
+        return jnp.sum(self.neighbours >= 0, axis=(1, 2)).astype(jnp.int32)
+
+
+def _check_tensor(x: SparseTensor, what: str):
+    if x.coords.ndim != 3 or x.coords.shape[-1] != 3 or x.mask.shape != x.coords.shape[:2]:
+        raise ValueError(
+            f"{what}: coords must be [B, N, 3] and mask [B, N], got "
+            f"{x.coords.shape}, {x.mask.shape}"
+        )
+    check_key_range(x.spatial_shape, f"{what}: spatial_shape")
+
+
+def _pair_lists(
+    neighbours, reverse, kernel_size, pair_kernels, submanifold, pair_capacity, tile_size
+):
+    centre = math.prod(kernel_size) // 2
+    lists = {}
+    for sub in pair_kernels or (tuple(kernel_size),):
+        sel = sub_kernel_indices(kernel_size, sub)
+        if submanifold:
+            sel = sel[sel != centre]
+        if sel.size == 0:
+            continue
+        lists[tuple(sub)] = jax.vmap(
+            lambda n, r, sel=sel: build_pair_list(n, r, sel, pair_capacity, tile_size)
+        )(neighbours, reverse)
+    return lists
+
+
+def submanifold_map(
+    x: SparseTensor,
+    kernel_size=(3, 3, 3),
+    dilation=(1, 1, 1),
+    *,
+    pair_kernels=None,
+    pair_capacity: int | None = None,
+    tile_size: int | None = None,
+) -> KernelMap:
+    """Submanifold map of a level (output set = input set).
+
+    x: SparseTensor (coords [B, N, 3], mask [B, N]); kernel_size odd per axis; dilation per axis.
+    pair_kernels: sub-kernel shapes whose pair lists to build (default: kernel_size only); convs
+      with other sub-kernels fall back to the (N, K) gather path.
+    pair_capacity: static bound on real non-centre pairs per sample and sub-kernel (default: the
+      worst case K * N, which never overflows); `KernelMap.overflow` flags a too small bound.
+    """
+    _check_tensor(x, "submanifold_map")
+    offsets = jnp.asarray(kernel_offsets(kernel_size, dilation))
+
+    def one(coords, mask):
+        index = build_index(coords, mask, x.spatial_shape)
+        queries = coords[:, None, :] + offsets[None]
+        return lookup(index, queries, jnp.broadcast_to(mask[:, None], queries.shape[:2]))
+
+    neighbours = jax.vmap(one)(x.coords, x.mask)
+    reverse = neighbours[:, :, ::-1]  # offset -o is index K-1-k for a centred odd kernel
+    pairs = _pair_lists(
+        neighbours, reverse, kernel_size, pair_kernels, True, pair_capacity, tile_size
+    )
+    return KernelMap(
+        neighbours, reverse, pairs, tuple(kernel_size), tuple(dilation), (1, 1, 1), True
+    )
+
+
+def _unique_sorted(keys, capacity):
+    """Fixed-size unique of int32 keys: -> (sorted unique keys [capacity], count)."""
+    keys = jnp.sort(keys)
+    is_new = (keys != jnp.roll(keys, 1)).at[0].set(True) & (keys != SENTINEL_KEY)
+    rank = jnp.cumsum(is_new) - 1
+    count = jnp.sum(is_new).astype(jnp.int32)
+    slot = jnp.where(is_new & (rank < capacity), rank, capacity)
+    unique = jnp.full((capacity,), SENTINEL_KEY, jnp.int32).at[slot].min(keys, mode="drop")
+    return unique, count
+
+
+def downsample_map(
+    x: SparseTensor,
+    kernel_size=(3, 3, 3),
+    stride=(2, 2, 2),
+    out_capacity: int | None = None,
+    mode: str = "spconv",
+    *,
+    pair_kernels=None,
+    pair_capacity: int | None = None,
+    tile_size: int | None = None,
+):
+    """Coarse output set and fine->coarse map of a strided conv.
+
+    mode "spconv": every coarse cell q reached by an active input, p = q * s + o (SparseConv3d
+      with padding r); mode "floor": the cells floor(p / s) only, with the same pair rule.
+    Returns (coarse SparseTensor with feats of width 0 [B, out_capacity, 0], KernelMap whose
+    `neighbours` is coarse-major [B, N_out, K] and `reverse` fine-major [B, N_in, K],
+    overflow bool [B] = more coarse cells than out_capacity (default: the input capacity)).
+    """
+    _check_tensor(x, "downsample_map")
+    if mode not in DOWNSAMPLE_MODES:
+        raise ValueError(f"downsample_map: mode must be one of {DOWNSAMPLE_MODES}, got {mode!r}")
+    if len(stride) != 3 or min(stride) < 1:
+        raise ValueError(f"downsample_map: stride must be 3 positive ints, got {stride}")
+    out_capacity = out_capacity or x.capacity
+    offsets_np = kernel_offsets(kernel_size)
+    offsets = jnp.asarray(offsets_np)
+    s = jnp.asarray(stride, jnp.int32)
+    out_shape = tuple(-(-n // st) for n, st in zip(x.spatial_shape, stride))
+
+    def one(coords, mask):
+        if mode == "floor":
+            candidates = (coords // s)[:, None, :]
+        else:  # every q with q * s = p - o for some offset o
+            diff = coords[:, None, :] - offsets[None]
+            candidates = jnp.where(jnp.all(diff % s == 0, -1, keepdims=True), diff // s, -1)
+        cand_ok = mask[:, None] & jnp.all(
+            (candidates >= 0) & (candidates < jnp.asarray(out_shape)), -1
+        )
+        unique, count = _unique_sorted(
+            encode_keys(candidates, cand_ok, out_shape).reshape(-1), out_capacity
+        )
+        out_mask = unique != SENTINEL_KEY
+        out_coords = jnp.where(out_mask[:, None], decode_keys(unique, out_shape), 0)
+        fine_index = build_index(coords, mask, x.spatial_shape)
+        q_fine = out_coords[:, None, :] * s + offsets[None]
+        neighbours = lookup(
+            fine_index, q_fine, jnp.broadcast_to(out_mask[:, None], q_fine.shape[:2])
+        )
+        coarse_index = build_index(out_coords, out_mask, out_shape)
+        diff = coords[:, None, :] - offsets[None]
+        exact = jnp.all(diff % s == 0, -1) & mask[:, None]
+        reverse = lookup(coarse_index, diff // s, exact)
+        return out_coords, out_mask, neighbours, reverse, count > out_capacity
+
+    out_coords, out_mask, neighbours, reverse, overflow = jax.vmap(one)(x.coords, x.mask)
+    pairs = _pair_lists(
+        neighbours, reverse, kernel_size, pair_kernels, False, pair_capacity, tile_size
+    )
+    coarse = SparseTensor(
+        coords=out_coords,
+        feats=jnp.zeros(out_coords.shape[:2] + (0,), jnp.float32),
+        mask=out_mask,
+        spatial_shape=out_shape,
+        stride=tuple(a * b for a, b in zip(x.stride, stride)),
+    )
+    kernel_map = KernelMap(
+        neighbours, reverse, pairs, tuple(kernel_size), (1, 1, 1), tuple(stride), False
+    )
+    return coarse, kernel_map, overflow
+
+
+__all__ = [
+    "KernelMap",
+    "PairList",
+    "kernel_offsets",
+    "sub_kernel_indices",
+    "submanifold_map",
+    "downsample_map",
+]

@@ -1,0 +1,108 @@
+"""Hash-free coordinate lookup: sort the active set once, answer queries by binary search.
+
+Two interchangeable indexes, both exact:
+- key index: int32 row-major keys (needs the static grid extent, prod(extent) < 2**31 - 1) searched
+  with `jnp.searchsorted`; used wherever a `SparseTensor` carries its `spatial_shape`;
+- lexicographic index: (x, y, z) rows sorted with a 3-key sort and a vectorised lower-bound search;
+  works for any int32 coordinates and is used when no grid extent is known.
+Rows are per sample (no batch axis here); callers `vmap` over the batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from leakjax.sparse.tensor import SENTINEL_KEY, encode_keys, in_bounds
+
+_MAX = np.iinfo(np.int32).max
+
+
+@struct.dataclass
+class SortedIndex:
+    """A searchable active set of one sample (either `keys` or `sorted_coords` is set)."""
+
+    order: jax.Array  # int32 [N] row of the i-th smallest voxel
+    keys: jax.Array | None  # int32 [N] sorted keys (key index); SENTINEL_KEY for padding
+    sorted_coords: jax.Array | None  # int32 [N, 3] sorted coords (lexicographic index)
+    spatial_shape: tuple[int, int, int] | None = struct.field(pytree_node=False)
+
+
+def build_index(coords, valid, spatial_shape: tuple[int, int, int] | None) -> SortedIndex:
+    """Sort one sample's active set. coords int32 [N, 3], valid bool [N]."""
+    coords = coords.astype(jnp.int32)
+    if spatial_shape is not None:
+        keys = encode_keys(coords, valid, spatial_shape)
+        order = jnp.argsort(keys).astype(jnp.int32)
+        return SortedIndex(order, keys[order], None, spatial_shape)
+    iota = jnp.arange(coords.shape[0], dtype=jnp.int32)
+    first = jnp.where(valid, coords[:, 0], _MAX)
+    x, y, z, order = jax.lax.sort((first, coords[:, 1], coords[:, 2], iota), num_keys=3)
+    return SortedIndex(order, None, jnp.stack([x, y, z], -1), None)
+
+
+def _lex_less(a, b):
+    """(a < b) in lexicographic order for int32 [..., 3] rows."""
+    return (a[..., 0] < b[..., 0]) | (
+        (a[..., 0] == b[..., 0])
+        & ((a[..., 1] < b[..., 1]) | ((a[..., 1] == b[..., 1]) & (a[..., 2] < b[..., 2])))
+    )
+
+
+def _lex_lower_bound(sorted_coords, queries):
+    """First position whose row is not < query, for every query. [N, 3], [Q, 3] -> int32 [Q]."""
+    n = sorted_coords.shape[0]
+    lo = jnp.zeros(queries.shape[0], jnp.int32)
+    hi = jnp.full(queries.shape[0], n, jnp.int32)
+
+    def step(_, bounds):
+        lo, hi = bounds
+        mid = (lo + hi) // 2
+        less = _lex_less(sorted_coords[jnp.minimum(mid, n - 1)], queries) & (lo < hi)
+        return jnp.where(less, mid + 1, lo), jnp.where(less | (lo >= hi), hi, mid)
+
+    lo, _ = jax.lax.fori_loop(0, int(np.ceil(np.log2(n + 1))) + 1, step, (lo, hi))
+    return lo
+
+
+def lookup(index: SortedIndex, queries, query_valid) -> jax.Array:
+    """Row of each query voxel in the indexed set, -1 if absent or invalid.
+
+    queries int32 [..., 3] (any values, out-of-grid ones are absent); query_valid bool [...].
+    """
+    n = index.order.shape[0]
+    flat = queries.reshape(-1, 3).astype(jnp.int32)
+    ok = query_valid.reshape(-1)
+    if index.keys is not None:
+        ok = ok & in_bounds(flat, index.spatial_shape)
+        qkeys = encode_keys(flat, ok, index.spatial_shape)
+        pos = jnp.searchsorted(index.keys, qkeys, side="left").astype(jnp.int32)
+        pos = jnp.minimum(pos, n - 1)
+        found = ok & (index.keys[pos] == qkeys) & (qkeys != SENTINEL_KEY)
+    else:
+        ok = ok & (flat[:, 0] != _MAX)
+        pos = jnp.minimum(_lex_lower_bound(index.sorted_coords, flat), n - 1)
+        found = ok & jnp.all(index.sorted_coords[pos] == flat, axis=-1)
+    rows = jnp.where(found, index.order[pos], -1)
+    return rows.reshape(query_valid.shape)
+
+
+def find_rows(coords, mask, query, query_mask, spatial_shape=None) -> jax.Array:
+    """Row of every query voxel in a per-sample active set; -1 if absent.
+
+    coords int32 [B, N, 3], mask bool [B, N], query int32 [B, Q, 3], query_mask bool [B, Q]
+    -> int32 [B, Q]. `spatial_shape` (static, optional) enables the faster int32-key search;
+    without it any int32 coordinates work. E.g. map points to a coarser level by querying
+    `fine_coords // stride` in the coarse set.
+    """
+    if coords.ndim != 3 or query.ndim != 3:
+        raise ValueError(
+            f"find_rows: coords {coords.shape} and query {query.shape} must be [B, *, 3]"
+        )
+
+    def one(c, m, q, qm):
+        return lookup(build_index(c, m, spatial_shape), q, qm)
+
+    return jax.vmap(one)(coords, mask, query, query_mask)

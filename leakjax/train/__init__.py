@@ -1,0 +1,1 @@
+"""Training: state, jitted steps, data mesh, input pipeline, checkpoints, logs, the trainer."""

@@ -1,0 +1,270 @@
+"""The trainer: one function that reads top to bottom, plus evaluation and checkpoint loading.
+
+`train` follows big_vision's order: model and optimiser -> state shapes (`jax.eval_shape`) and
+shardings -> jitted step -> resume (Orbax) -> loop with periodic logging, checks and checkpoints.
+It knows nothing about SemanticKITTI beyond MODEL_API; the caller passes a `ScanSource`.
+"""
+
+import dataclasses
+import logging
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from leakjax.augment import AugmentConfig
+from leakjax.models import MODELS
+from leakjax.train import input_pipeline
+from leakjax.train.checkpoint import Checkpointer, restore_or_initialize
+from leakjax.train.logging import MetricWriter, Progress, check_finite, format_eta
+from leakjax.train.mesh import check_batch_size, global_batch, replicated_sharding
+from leakjax.train.optim import make_optimizer
+from leakjax.train.state import TrainState, init_train_state
+from leakjax.train.steps import LeakSettings, LossSettings, make_eval_step, make_train_step
+
+logger = logging.getLogger("leakjax")
+_FLAGS = ("overflow", "label_errors")  # per-step error indicators, checked, not logged
+
+
+class CapacityOverflowError(RuntimeError):
+    """A model's internal capacity (voxels, kernel-map pairs) was exceeded: results would be wrong."""
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything static about a run: model, optimiser, how to make and where to find its state."""
+
+    model: nn.Module
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    init_fn: Callable[[], TrainState]
+    abstract_state: TrainState
+    checkpointer: Checkpointer
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """MODELS[config.model.name](num_classes=config.data.num_classes, **config.model.kwargs)."""
+    if config.model.name not in MODELS:
+        raise ValueError(f"config.model.name={config.model.name!r}: not in {sorted(MODELS)}")
+    return MODELS[config.model.name](
+        num_classes=config.data.num_classes, **config.model.get("kwargs", {})
+    )
+
+
+def _example_batch(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+    # Parameter shapes do not depend on the batch shape: one small all-padding sample suffices.
+    capacity = min(config.data.point_buckets)
+    return input_pipeline.pad_batch([(np.zeros((0, 4)), np.zeros((0,)))], capacity)
+
+
+def build_run(
+    config: ml_collections.ConfigDict,
+    run_dir: pathlib.Path,
+    mesh: Mesh,
+    leak_settings: LeakSettings | None,
+) -> Run:
+    """Model, optimiser, state initialiser and its abstract (shape + sharding) twin, checkpointer."""
+    model = build_model(config)
+    tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
+    init_prototypes = None if leak_settings is None else leak_settings.init_prototypes
+    example = _example_batch(config)
+    init_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    replicated = replicated_sharding(mesh)
+    init_fn = jax.jit(
+        lambda: init_train_state(model, tx, example, init_key, init_prototypes),
+        out_shardings=replicated,
+    )
+    abstract_state = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+        jax.eval_shape(init_fn),
+    )
+    checkpointer = Checkpointer(
+        run_dir / "checkpoints",
+        max_to_keep=config.train.max_checkpoints_to_keep,
+        async_save=config.train.get("async_checkpointing", True),
+    )
+    return Run(model, tx, schedule, init_fn, abstract_state, checkpointer)
+
+
+def loss_settings(config: ml_collections.ConfigDict, class_counts: np.ndarray | None) -> LossSettings:
+    """L0 settings from config.loss; `class_counts` [C] (training labels) for a CE weighting."""
+    weights = None
+    if config.loss.ce_weighting != "none":
+        from leakjax import losses  # noqa: PLC0415 - only needed for a weighting
+
+        weights = tuple(
+            float(w)
+            for w in losses.class_weights(
+                class_counts, config.loss.ce_weighting, ignore_index=0, normalize=True
+            )
+        )
+    return LossSettings(class_weights=weights, lovasz_weight=float(config.loss.lovasz_weight))
+
+
+def _check_step_metrics(step: int, metrics: dict[str, Any], where: str) -> None:
+    if bool(metrics["overflow"]):
+        raise CapacityOverflowError(
+            f"{where}: model capacity overflow at step {step}; raise the model's capacities "
+            "(config.model.kwargs) for this data"
+        )
+    if int(metrics["label_errors"]):
+        raise ValueError(
+            f"{where}: {int(metrics['label_errors'])} feature labels outside the micro classes at "
+            f"step {step}; labels must be training ids 0..num_classes-1"
+        )
+    check_finite(step, {k: v for k, v in metrics.items() if k not in _FLAGS}, where)
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    run_dir: str | pathlib.Path,
+    train_source: input_pipeline.ScanSource,
+    mesh: Mesh,
+    loss: LossSettings,
+    leak_settings: LeakSettings | None = None,
+    metadata: dict[str, Any] | None = None,
+    init_from: str | None = None,
+    resume_from: str | None = None,
+    stop_at_step: int | None = None,
+) -> TrainState:
+    """Trains (or resumes) one run to config.train.num_steps and returns its final state.
+
+    Args:
+      config: the resolved config (data, model, optimizer, loss, train, seed).
+      run_dir: the run's directory (checkpoints/, metrics.jsonl, tensorboard/).
+      train_source: the training scans.
+      mesh: the `data` mesh.
+      loss: L0 settings (`loss_settings`).
+      leak_settings: None for a baseline, LEAK's hierarchy and weights otherwise.
+      metadata: JSON-able dict saved in every checkpoint (the resolved config, the hierarchy).
+      init_from: checkpoint directory to take params/batch_stats from (fine-tuning).
+      resume_from: checkpoint directory of another run to continue.
+      stop_at_step: stop (with a checkpoint) before num_steps, e.g. to test resuming.
+    """
+    run_dir = pathlib.Path(run_dir)
+    num_steps = config.train.num_steps
+    stop = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
+    check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
+    run = build_run(config, run_dir, mesh, leak_settings)
+    state, origin = restore_or_initialize(
+        run.checkpointer, run.abstract_state, run.init_fn, resume_from, init_from
+    )
+    start = int(jax.device_get(state.step))
+    logger.info("%s: %s (step %d of %d)", run_dir.name, origin, start, num_steps)
+    if start >= stop:
+        run.checkpointer.close()
+        return state
+
+    root_key = jax.random.key(config.seed)
+    train_step = make_train_step(run.model, run.tx, mesh, root_key, loss, leak_settings)
+    augment = AugmentConfig(**config.data.augment) if config.data.get("augment") else None
+    batches = input_pipeline.prefetch(
+        input_pipeline.train_batches(
+            train_source,
+            config.train.batch_size,
+            config.seed,
+            start,
+            config.data.point_buckets,
+            augment=augment,
+            max_points=config.data.get("train_max_points"),
+        ),
+        size=config.data.get("prefetch", 2),
+    )
+    writer = MetricWriter(run_dir, tensorboard=config.train.get("tensorboard", True))
+    progress = Progress(num_steps, start)
+    pending: list[dict[str, jax.Array]] = []
+    metadata = metadata or {}
+
+    def flush(step: int) -> None:
+        """Fetches the pending step metrics, checks them, writes their mean (step = last one)."""
+        host_metrics = jax.device_get(pending)
+        first = step - len(host_metrics) + 1
+        for offset, step_metrics in enumerate(host_metrics):
+            _check_step_metrics(first + offset, step_metrics, run_dir.name)
+        pending.clear()
+        names = [k for k in host_metrics[0] if k not in _FLAGS]
+        scalars = {k: float(np.mean([m[k] for m in host_metrics])) for k in names}
+        scalars["learning_rate"] = float(run.schedule(step))
+        speed = progress.update(step)
+        writer.write_scalars(step, {**scalars, **speed})
+        logger.info(
+            "%s step %d/%d loss %.4f | %.2f steps/s | ETA %s",
+            run_dir.name,
+            step,
+            num_steps,
+            scalars["loss"],
+            speed["steps_per_sec"],
+            format_eta(speed["eta_sec"]),
+        )
+
+    try:
+        for step in range(start + 1, stop + 1):
+            batch = global_batch(next(batches), mesh)
+            state, step_metrics = train_step(state, batch)
+            pending.append(step_metrics)
+            save_now = step % config.train.checkpoint_every == 0 or step == stop
+            if step % config.train.log_every == 0 or save_now:
+                flush(step)  # also guarantees no non-finite state is ever checkpointed
+            if save_now:
+                run.checkpointer.save(state, metadata)
+    finally:
+        writer.close()
+        batches.close()
+        run.checkpointer.close()
+    return state
+
+
+def load_state(
+    config: ml_collections.ConfigDict,
+    run_dir: str | pathlib.Path,
+    mesh: Mesh,
+    leak_settings: LeakSettings | None = None,
+) -> tuple[nn.Module, TrainState, dict[str, Any]]:
+    """(model, latest state, its metadata) of a finished or interrupted run."""
+    run = build_run(config, pathlib.Path(run_dir), mesh, leak_settings)
+    state, metadata = run.checkpointer.restore(run.abstract_state)
+    run.checkpointer.close()
+    return run.model, state, metadata
+
+
+def evaluate(
+    model: nn.Module,
+    state: TrainState,
+    source: input_pipeline.ScanSource,
+    mesh: Mesh,
+    config: ml_collections.ConfigDict,
+) -> np.ndarray:
+    """Predicts every point of `source`; returns the summed confusion int64 [C, C] (rows = truth)."""
+    check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
+    eval_step = make_eval_step(
+        model, mesh, config.data.num_classes, predict_ignored=config.eval.predict_ignored
+    )
+    num_classes = config.data.num_classes
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    batches = input_pipeline.eval_batches(
+        source, config.eval.batch_size, config.data.point_buckets
+    )
+    pending = None
+    for index, host_batch in enumerate(input_pipeline.prefetch(batches)):
+        outputs = eval_step(state, global_batch(host_batch, mesh))
+        if pending is not None:  # fetch one batch late so the host never waits on the device
+            confusion += _fetch_confusion(pending, index - 1)
+        pending = outputs
+    if pending is not None:
+        confusion += _fetch_confusion(pending, -1)
+    return confusion
+
+
+def _fetch_confusion(outputs: dict[str, jax.Array], index: int) -> np.ndarray:
+    host = jax.device_get(outputs)
+    if bool(host["overflow"]):
+        raise CapacityOverflowError(f"evaluation batch {index}: model capacity overflow")
+    return np.asarray(host["confusion"], np.int64)
+
+

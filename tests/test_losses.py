@@ -1,0 +1,106 @@
+"""Cross-entropy weightings and Lovasz-softmax against independent numpy implementations."""
+
+import jax
+import numpy as np
+import pytest
+from scipy.special import log_softmax, softmax
+
+from leakjax.losses import class_weights, cross_entropy, lovasz_softmax
+
+
+def test_class_weight_schemes():
+    counts = np.array([500.0, 300.0, 100.0, 0.0, 100.0])  # class 0 ignored, class 3 never seen
+    f = np.array([0.0, 0.6, 0.2, 0.0, 0.2])  # frequencies of the non-ignored classes
+    np.testing.assert_allclose(class_weights(counts, "none", 0), [0, 1, 1, 1, 1])
+    np.testing.assert_allclose(class_weights(counts, "inverse", 0), [0, 1 / 0.6, 5, 0, 5], 1e-6)
+    np.testing.assert_allclose(
+        class_weights(counts, "salsanext", 0),
+        [0, 1 / np.sqrt(0.6), 1 / np.sqrt(0.2), 0, 1 / np.sqrt(0.2)],
+        1e-6,
+    )
+    randla = 1 / (f + 0.02)
+    randla[0] = 0
+    np.testing.assert_allclose(class_weights(counts, "randla", 0), randla, 1e-6)
+    normalized = class_weights(counts, "randla", 0, normalize=True)
+    assert normalized[1:].mean() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="scheme"):
+        class_weights(counts, "median")
+    with pytest.raises(ValueError, match="class_counts"):
+        class_weights(-counts, "none")
+
+
+def numpy_cross_entropy(logits, labels, valid, weights):
+    rows = np.flatnonzero(valid)
+    nll = -log_softmax(logits[rows].astype(np.float64), axis=-1)[np.arange(len(rows)), labels[rows]]
+    w = weights[labels[rows]]
+    return np.sum(w * nll) / np.sum(w)
+
+
+def test_cross_entropy_weighted_masked_and_ignored():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 30, 5)).astype(np.float32) * 2
+    labels = rng.integers(0, 5, (2, 30))
+    valid = rng.random((2, 30)) < 0.8
+    weights = class_weights(np.bincount(labels.ravel(), minlength=5), "salsanext", 0)
+    fn = jax.jit(cross_entropy, static_argnames="ignore_index")
+    got = fn(logits, labels, valid, weights, ignore_index=0)
+    keep = (valid & (labels != 0)).ravel()
+    expected = numpy_cross_entropy(logits.reshape(-1, 5), labels.ravel(), keep, weights)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    got = fn(logits, labels, valid, np.ones(5, np.float32), ignore_index=None)
+    expected = numpy_cross_entropy(logits.reshape(-1, 5), labels.ravel(), valid.ravel(), np.ones(5))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    assert float(fn(logits, labels, np.zeros_like(valid), None)) == 0.0
+
+
+def jaccard_loss_of_set(mistakes: set, foreground: set) -> float:
+    """Delta_J(M) = |M| / |F u M| (Berman et al., eq. 3), with Delta_J(empty) = 0."""
+    union = foreground | mistakes
+    return len(mistakes) / len(union) if union else 0.0
+
+
+def numpy_lovasz_class(probs_c, is_foreground) -> float:
+    """Lovasz extension of Delta_J for one class, from its definition: errors sorted decreasingly,
+    sum_k e_(k) * (Delta_J({top k}) - Delta_J({top k-1}))."""
+    foreground = set(np.flatnonzero(is_foreground).tolist())
+    errors = np.abs(is_foreground.astype(np.float64) - probs_c.astype(np.float64))
+    total, previous, top = 0.0, 0.0, set()
+    for i in np.argsort(-errors, kind="stable"):
+        top.add(int(i))
+        current = jaccard_loss_of_set(top, foreground)
+        total += errors[i] * (current - previous)
+        previous = current
+    return total
+
+
+def numpy_lovasz(probs, labels, classes, skip=()):
+    """Mean over classes ("present": with a foreground point) of `numpy_lovasz_class`."""
+    losses = [
+        numpy_lovasz_class(probs[:, c], labels == c)
+        for c in range(probs.shape[1])
+        if c not in skip and (classes == "all" or np.any(labels == c))
+    ]
+    return float(np.mean(losses))
+
+
+@pytest.mark.parametrize("classes", ["present", "all"])
+def test_lovasz_softmax_matches_the_set_definition(classes):
+    rng = np.random.default_rng(1)
+    num_classes = 6
+    probs = softmax(rng.normal(size=(2, 25, num_classes)) * 2, axis=-1).astype(np.float32)
+    labels = rng.integers(0, num_classes - 1, (2, 25))  # the last class is absent
+    valid = rng.random((2, 25)) < 0.75
+    got = jax.jit(lovasz_softmax, static_argnames="classes")(probs, labels, valid, classes=classes)
+    keep = valid.ravel()
+    expected = numpy_lovasz(probs.reshape(-1, num_classes)[keep], labels.ravel()[keep], classes)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_lovasz_ignore_index_drops_points_and_class():
+    rng = np.random.default_rng(2)
+    probs = softmax(rng.normal(size=(40, 4)), axis=-1).astype(np.float32)
+    labels = rng.integers(0, 4, 40)
+    got = lovasz_softmax(probs, labels, np.ones(40, bool), ignore_index=0)
+    keep = labels != 0
+    expected = numpy_lovasz(probs[keep], labels[keep], "present", skip=(0,))
+    assert float(got) == pytest.approx(expected, rel=1e-5)

@@ -1,0 +1,129 @@
+"""Trainer tests: sharded step == 1-device step, Orbax round trip, determinism, resume, NaN stop."""
+
+import jax
+import numpy as np
+import pytest
+from train_fixtures import InMemorySource, tiny_config
+
+from leakjax import leak
+from leakjax.train import checkpoint, input_pipeline, trainer
+from leakjax.train import logging as train_logging
+from leakjax.train import mesh as mesh_lib
+from leakjax.train.steps import LeakSettings, make_train_step
+
+# 19 micro classes in 5 macro classes (any fixed grouping serves the trainer tests).
+MICRO_TO_MACRO = (0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4)
+LEAK = LeakSettings(MICRO_TO_MACRO, leak.LeakConfig(lambda_micro=0.05, lambda_macro=0.05))
+
+
+def _host_batches(source, config, num):
+    batches = input_pipeline.train_batches(
+        source, config.train.batch_size, config.seed, 0, config.data.point_buckets
+    )
+    return [next(batches) for _ in range(num)]
+
+
+def _run_steps(devices, config, host_batches, tmp_path):
+    mesh = mesh_lib.make_data_mesh(devices)
+    run = trainer.build_run(config, tmp_path, mesh, LEAK)
+    run.checkpointer.close()
+    state = run.init_fn()
+    step = make_train_step(
+        run.model, run.tx, mesh, jax.random.key(config.seed),
+        trainer.loss_settings(config, None), LEAK, donate=False,
+    )
+    losses = []
+    for batch in host_batches:
+        state, metrics = step(state, mesh_lib.global_batch(batch, mesh))
+        losses.append(float(metrics["loss"]))
+    return jax.device_get(state), losses
+
+
+@pytest.fixture(scope="module")
+def config():
+    return tiny_config()
+
+
+@pytest.fixture(scope="module")
+def source():
+    return InMemorySource(12)
+
+
+def test_four_devices_equal_one_device(config, source, tmp_path):
+    assert len(jax.devices()) == 4, "tests/conftest.py should give 4 simulated CPU devices"
+    batches = _host_batches(source, config, 3)
+    # Unequal real points per device: the padding differs, the global statistics must not.
+    assert len({int(m.sum()) for m in batches[0]["point_mask"]}) > 1
+    single, single_losses = _run_steps(jax.devices()[:1], config, batches, tmp_path / "one")
+    sharded, sharded_losses = _run_steps(jax.devices(), config, batches, tmp_path / "four")
+    assert single.prototypes["micro_counts"].sum() > 0  # the bank was really updated
+    assert np.abs(single.batch_stats["BatchNorm_0"]["mean"]).max() > 0
+    np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-6, atol=1e-6)
+    for name in ("params", "batch_stats", "prototypes"):
+        for a, b in zip(
+            jax.tree.leaves(getattr(single, name)), jax.tree.leaves(getattr(sharded, name))
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_orbax_round_trip_is_bitwise(config, source, tmp_path):
+    mesh = mesh_lib.make_data_mesh()
+    state, _ = _run_steps(jax.devices(), config, _host_batches(source, config, 2), tmp_path / "a")
+    run = trainer.build_run(config, tmp_path / "b", mesh, LEAK)
+    state = jax.device_put(state, mesh_lib.replicated_sharding(mesh))
+    metadata = {"config": config.to_dict(), "hierarchy": {"micro_to_macro": list(MICRO_TO_MACRO)}}
+    run.checkpointer.save(state, metadata)
+    run.checkpointer.wait()
+    restored, restored_metadata = run.checkpointer.restore(run.abstract_state)
+    run.checkpointer.close()
+    assert int(restored.step) == 2
+    assert restored_metadata["hierarchy"] == metadata["hierarchy"]
+    saved_leaves, restored_leaves = jax.tree.leaves(state), jax.tree.leaves(restored)
+    assert jax.tree.structure(state) == jax.tree.structure(restored)
+    for saved, loaded in zip(saved_leaves, restored_leaves):
+        saved, loaded = np.asarray(saved), np.asarray(loaded)
+        assert saved.dtype == loaded.dtype and saved.shape == loaded.shape
+        assert saved.tobytes() == loaded.tobytes()
+
+
+def _train(config, source, run_dir, **kwargs):
+    mesh = mesh_lib.make_data_mesh()
+    state = trainer.train(
+        config, run_dir, source, mesh, trainer.loss_settings(config, None), LEAK, **kwargs
+    )
+    losses = [r["loss"] for r in train_logging.read_jsonl(run_dir / "metrics.jsonl")]
+    return jax.device_get(state), losses
+
+
+@pytest.fixture(scope="module")
+def straight_run(config, source, tmp_path_factory):
+    return _train(config, source, tmp_path_factory.mktemp("straight"))
+
+
+def test_same_seed_same_losses(config, source, straight_run, tmp_path):
+    _, losses = straight_run
+    assert len(losses) == config.train.num_steps
+    _, again = _train(config, source, tmp_path / "again")
+    assert again == losses
+    _, other_seed = _train(tiny_config(seed=1), source, tmp_path / "seed1")
+    assert other_seed != losses
+
+
+def test_resume_continues_exactly(config, source, straight_run, tmp_path):
+    state, losses = straight_run
+    run_dir = tmp_path / "resumed"
+    _, first = _train(config, source, run_dir, stop_at_step=3)
+    assert len(first) == 3
+    assert checkpoint.Checkpointer(run_dir / "checkpoints").latest_step() == 3
+    resumed, all_losses = _train(config, source, run_dir)
+    assert all_losses == losses  # steps 1-3 from the first call, 4-6 after resuming
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_loss_stops_clearly(config, tmp_path):
+    source = InMemorySource(8, nan_scan=5)
+    with pytest.raises(train_logging.NonFiniteLossError, match="non-finite training metrics at step"):
+        _train(config, source, tmp_path / "nan")
+    steps = checkpoint.Checkpointer(tmp_path / "nan" / "checkpoints").all_steps()
+    assert steps == []  # the NaN appears before the first checkpoint: nothing was saved
