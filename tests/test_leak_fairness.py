@@ -1,5 +1,7 @@
 """Fairness loss vs hand computation; its gradient vs central finite differences (float64)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,6 +67,7 @@ def test_fairness_gradient_equals_finite_differences():
     labels = rng.integers(0, 6, 30)
     valid = rng.random(30) < 0.9
 
+    @functools.partial(jax.jit, static_argnums=1)
     def loss_of_logits(logits, detach=False):
         probs = jax.nn.softmax(logits, axis=-1)
         return fairness_loss(probs, labels, valid, MICRO_TO_MACRO, detach=detach)
@@ -81,7 +84,8 @@ def test_fairness_gradient_equals_finite_differences():
             up[i] += eps
             down[i] -= eps
             numeric.ravel()[i] = (
-                float(loss_of_logits(up.reshape(30, 6))) - float(loss_of_logits(down.reshape(30, 6)))
+                float(loss_of_logits(up.reshape(30, 6)))
+                - float(loss_of_logits(down.reshape(30, 6)))
             ) / (2 * eps)
         np.testing.assert_allclose(grad, numeric, atol=1e-8, rtol=1e-5)
         # invalid points get no gradient; the authors' detached variant gets none at all

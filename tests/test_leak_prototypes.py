@@ -24,7 +24,7 @@ def make_batch(rng, batch=4, points=12, absent=(3,)):
 
 
 def numpy_running_means(batches, num_classes, label_map=None):
-    """Eq. (1) literally: Gamma <- (k Gamma + sum phi) / (k + n), k <- k + n, point by point sums."""
+    """Eq. (1) literally: Gamma <- (k Gamma + sum phi) / (k + n), k <- k + n, point by point."""
     means = np.zeros((num_classes, DIM))
     counts = np.zeros(num_classes)
     for feats, labels, valid in batches:
@@ -158,4 +158,6 @@ def test_bank_reports_out_of_range_labels_and_wrong_dim():
     )
     assert int(losses["num_out_of_range"]) == 2
     with pytest.raises(ValueError, match="feature_dim"):
-        bank.apply(variables, np.ones((4, DIM + 1)), labels, np.ones(4, bool), MICRO_TO_MACRO, False)
+        bank.apply(
+            variables, np.ones((4, DIM + 1)), labels, np.ones(4, bool), MICRO_TO_MACRO, False
+        )

@@ -88,7 +88,9 @@ def test_hand_computed_three_classes():
     assert out["fwiou"] == pytest.approx(38 / 77)
     assert out["hiou"] == pytest.approx((10 / 11 + 0.0) / 2)
     mean = 1 / 3
-    assert out["iou_mse"] == pytest.approx(((4 / 7 - mean) ** 2 + (3 / 7 - mean) ** 2 + mean**2) / 3)
+    assert out["iou_mse"] == pytest.approx(
+        ((4 / 7 - mean) ** 2 + (3 / 7 - mean) ** 2 + mean**2) / 3
+    )
     assert out["iou_entropy"] == pytest.approx(-(4 / 7 * np.log(4 / 7) + 3 / 7 * np.log(3 / 7)))
 
 

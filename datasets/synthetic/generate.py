@@ -14,7 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.semantic_kitti.io import write_calib, write_labels, write_poses, write_scan, write_times
+from datasets.semantic_kitti.io import (
+    write_calib,
+    write_labels,
+    write_poses,
+    write_scan,
+    write_times,
+)
 from datasets.semantic_kitti.layout import sequence_name
 from datasets.synthetic.objects import RAW_ID
 from datasets.synthetic.primitives import GROUND, NO_HIT, cast_rays
@@ -94,7 +100,7 @@ def render_scan(world: StreetWorld, sensor: SensorConfig, index: int, seed: int)
     keep = keep_mask(distance, sensor, rng)
     outlier = keep & (rng.uniform(size=distance.shape) < OUTLIER_RATE)
     distance[outlier] *= rng.uniform(0.1, 0.9, size=int(outlier.sum()))
-    semantic[outlier], instance[outlier] = RAW_ID["outlier"], 0
+    semantic[outlier], instance[outlier], roughness[outlier] = RAW_ID["outlier"], 0, 0.0
     keep &= (distance >= sensor.min_range_m) & (distance <= sensor.max_range_m)
 
     world_points = origin + distance[keep, None] * direction[keep]
@@ -123,16 +129,21 @@ def generate(
     scans_per_sequence: int = 20,
     *,
     azimuth_steps: int | None = None,
+    frame_step: int = 1,
     sensor: SensorConfig | None = None,
     world: WorldConfig | None = None,
 ) -> Path:
     """Write `scans_per_sequence` scans for each of `sequences` under `out_dir`; returns out_dir.
 
     `azimuth_steps` overrides `sensor.azimuth_steps` (2048 by default; fewer gives smaller, faster
-    scans for tests and smoke runs). Poses are relative to each sequence's first scan, as in KITTI.
+    scans for tests and smoke runs). `frame_step` > 1 keeps every frame_step-th sensor frame
+    (0.1 s apart), so a few scans cover more of the street. Poses are relative to each sequence's
+    first scan, as in KITTI.
     """
     if scans_per_sequence < 1:
         raise ValueError(f"scans_per_sequence must be >= 1, got {scans_per_sequence}")
+    if frame_step < 1:
+        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
     sensor = sensor or SensorConfig()
     if azimuth_steps is not None:
         sensor = dataclasses.replace(sensor, azimuth_steps=azimuth_steps)
@@ -144,19 +155,22 @@ def generate(
         directory = out_dir / "sequences" / name
         poses = []
         for index in range(scans_per_sequence):
-            scan = render_scan(street, sensor, index, seed)
+            scan = render_scan(street, sensor, index * frame_step, seed)
             write_scan(directory / "velodyne" / f"{index:06d}.bin", scan.points)
             write_labels(directory / "labels" / f"{index:06d}.label", scan.semantic, scan.instance)
             poses.append(scan.pose)
         first_inverse = np.linalg.inv(poses[0])
         write_poses(directory / "poses.txt", np.stack([first_inverse @ pose for pose in poses]))
         write_calib(directory / "calib.txt", _calibration())
-        write_times(directory / "times.txt", np.arange(scans_per_sequence) * SCAN_PERIOD_S)
+        write_times(
+            directory / "times.txt", np.arange(scans_per_sequence) * frame_step * SCAN_PERIOD_S
+        )
     record = {
         "generator": "datasets.synthetic",
         "seed": seed,
         "sequences": names,
         "scans_per_sequence": scans_per_sequence,
+        "frame_step": frame_step,
         "sensor": dataclasses.asdict(sensor),
         "world": dataclasses.asdict(world_config),
     }

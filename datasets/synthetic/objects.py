@@ -125,7 +125,7 @@ def traffic_sign(b, rng, x, y):
 def tree(b, rng, x, y, scale=1.0):
     """Trunk plus a porous crown of foliage."""
     trunk_height = rng.uniform(1.5, 3.0) * scale
-    trunk_radius = rng.uniform(0.1, 0.22) * scale
+    trunk_radius = rng.uniform(0.08, 0.18) * scale
     b.cylinder(x, y, 0.0, trunk_height + 0.5, trunk_radius, RAW_ID["trunk"], rng.uniform(0.2, 0.35))
     radius = rng.uniform(2.2, 4.0) * scale
     crown_z = trunk_height + 0.7 * radius

@@ -107,6 +107,8 @@ class Cylinder3D(nn.Module):
       refinement_hidden: hidden width of the refinement MLP.
       context_bn1_as_released: reproduce the released ResContextBlock bn1 typo (see blocks).
       bn_momentum: Flax momentum of all BatchNorms (0.9 = PyTorch's default 0.1).
+      conv_method: sparse conv dataflow: "auto" (compact pair lists, fast at scale) or "gather"
+        (the (N, K) reference dataflow; compiles faster, for tiny test configurations).
     """
 
     num_classes: int = 20
@@ -124,12 +126,15 @@ class Cylinder3D(nn.Module):
     refinement_hidden: int = 64
     context_bn1_as_released: bool = True
     bn_momentum: float = 0.9
+    conv_method: str = "auto"
 
     def _check_config(self) -> None:
         if len(self.capacities) != NUM_LEVELS:
             raise ValueError(f"Cylinder3D.capacities needs {NUM_LEVELS} entries (one per level)")
         if not 0 <= self.feature_level < NUM_LEVELS:
             raise ValueError(f"Cylinder3D.feature_level must be in [0, {NUM_LEVELS - 1}]")
+        if self.conv_method not in ("auto", "gather"):
+            raise ValueError("Cylinder3D.conv_method must be 'auto' or 'gather'")
         if self.loss_label_vote not in ("released", "non_ignored"):
             raise ValueError("Cylinder3D.loss_label_vote must be 'released' or 'non_ignored'")
 
@@ -175,12 +180,14 @@ class Cylinder3D(nn.Module):
         width = self.init_size
         # Kernel maps: one submanifold map per level, one down-sampling map per transition; the
         # inverse convs of the decoder reuse the down-sampling maps.
-        level_maps = [sparse.submanifold_map(x, pair_kernels=LEVEL_KERNELS[0])]
+        method = self.conv_method
+        level_kernels = LEVEL_KERNELS if method == "auto" else (((3, 3, 3),),) * NUM_LEVELS
+        level_maps = [sparse.submanifold_map(x, pair_kernels=level_kernels[0])]
         down_maps, overflow = [], voxels.overflow
         self.sow("intermediates", "encoder_set_0", (x.coords, x.mask))
-        x = blocks.ResContextBlock(width, norm, self.context_bn1_as_released, name="context")(
-            x, level_maps[0], train
-        )
+        x = blocks.ResContextBlock(
+            width, norm, self.context_bn1_as_released, method, name="context"
+        )(x, level_maps[0], train)
         skips = []
         for index, stride in enumerate(DOWN_STRIDES):
             coarse, down_map, level_overflow = sparse.downsample_map(
@@ -192,28 +199,29 @@ class Cylinder3D(nn.Module):
             )
             overflow = overflow | level_overflow
             down_maps.append(down_map)
-            level_maps.append(sparse.submanifold_map(coarse, pair_kernels=LEVEL_KERNELS[index + 1]))
+            level_maps.append(sparse.submanifold_map(coarse, pair_kernels=level_kernels[index + 1]))
             self.sow("intermediates", f"encoder_set_{index + 1}", (coarse.coords, coarse.mask))
-            x, skip = blocks.ResBlock(width * 2 ** (index + 1), stride, norm, name=f"down{index}")(
-                x, level_maps[index], down_map, coarse, train
-            )
+            x, skip = blocks.ResBlock(
+                width * 2 ** (index + 1), stride, norm, method, name=f"down{index}"
+            )(x, level_maps[index], down_map, coarse, train)
             skips.append(skip)
         encoder = skips + [x]  # level l < 4: pre-pooling skip; level 4: the pooled bottleneck
 
         up_widths = (16 * width, 8 * width, 4 * width, 2 * width)
         for index, up_width in enumerate(up_widths):
             fine = len(DOWN_STRIDES) - 1 - index
-            x = blocks.UpBlock(up_width, norm, name=f"up{index}")(
+            x = blocks.UpBlock(up_width, norm, method, name=f"up{index}")(
                 x, skips[fine], level_maps[fine + 1], down_maps[fine], level_maps[fine], train
             )
             self.sow("intermediates", f"decoder_{fine}", (x.coords, x.mask, x.feats))
-        recon = blocks.ReconBlock(2 * width, norm, name="recon")(x, level_maps[0], train)
+        recon = blocks.ReconBlock(2 * width, norm, method, name="recon")(x, level_maps[0], train)
         decoded = recon.replace(feats=jnp.concatenate([recon.feats, x.feats], axis=-1))
         voxel_logits = sparse.SubMConv3d(
             self.num_classes,
             kernel_size=(3, 3, 3),
             use_bias=True,
             kernel_init=TORCH_INIT,
+            method=method,
             name="logits",
         )(decoded, level_maps[0])
         voxel_logits = jnp.where(decoded.mask[..., None], voxel_logits.feats, 0.0)

@@ -56,20 +56,22 @@ class ConvActNorm(nn.Module):
       norm: a SparseBatchNorm factory (momentum etc. bound by the model).
       skip_norm: compute the BatchNorm (it keeps its parameters and running statistics) but
         return the un-normalised activations: the released ResContextBlock's bn1 typo.
+      method: the sparse conv dataflow ("auto" | "pairs" | "gather", see leakjax.sparse).
     """
 
     features: int
     kernel_size: Kernel
     norm: Callable[..., nn.Module]
     skip_norm: bool = False
+    method: str = "auto"
 
     @nn.compact
     def __call__(
         self, x: sparse.SparseTensor, kernel_map: sparse.KernelMap, train: bool
     ) -> sparse.SparseTensor:
-        y = sparse.SubMConv3d(self.features, kernel_size=self.kernel_size, kernel_init=TORCH_INIT)(
-            x, kernel_map
-        )
+        y = sparse.SubMConv3d(
+            self.features, kernel_size=self.kernel_size, kernel_init=TORCH_INIT, method=self.method
+        )(x, kernel_map)
         y = leaky_relu(y)
         normed = self.norm()(y, use_running_average=not train)
         return y if self.skip_norm else normed
@@ -81,23 +83,25 @@ class ResContextBlock(nn.Module):
     features: int
     norm: Callable[..., nn.Module]
     context_bn1_as_released: bool = True
+    method: str = "auto"
 
     @nn.compact
     def __call__(self, x, kernel_map, train: bool) -> sparse.SparseTensor:
-        shortcut = ConvActNorm(self.features, K_1x3x3, self.norm, name="conv1")(
+        shortcut = ConvActNorm(self.features, K_1x3x3, self.norm, method=self.method, name="conv1")(
             x, kernel_map, train
         )
-        shortcut = ConvActNorm(self.features, K_3x1x3, self.norm, name="conv1_2")(
-            shortcut, kernel_map, train
-        )
+        shortcut = ConvActNorm(
+            self.features, K_3x1x3, self.norm, method=self.method, name="conv1_2"
+        )(shortcut, kernel_map, train)
         branch = ConvActNorm(
             self.features,
             K_3x1x3,
             self.norm,
             skip_norm=self.context_bn1_as_released,
+            method=self.method,
             name="conv2",
         )(x, kernel_map, train)
-        branch = ConvActNorm(self.features, K_1x3x3, self.norm, name="conv3")(
+        branch = ConvActNorm(self.features, K_1x3x3, self.norm, method=self.method, name="conv3")(
             branch, kernel_map, train
         )
         return add_features(branch, shortcut)
@@ -114,6 +118,7 @@ class ResBlock(nn.Module):
     features: int
     stride: Kernel
     norm: Callable[..., nn.Module]
+    method: str = "auto"
 
     @nn.compact
     def __call__(
@@ -124,14 +129,16 @@ class ResBlock(nn.Module):
         coarse: sparse.SparseTensor,
         train: bool,
     ) -> tuple[sparse.SparseTensor, sparse.SparseTensor]:
-        shortcut = ConvActNorm(self.features, K_3x1x3, self.norm, name="conv1")(
+        shortcut = ConvActNorm(self.features, K_3x1x3, self.norm, method=self.method, name="conv1")(
             x, kernel_map, train
         )
-        shortcut = ConvActNorm(self.features, K_1x3x3, self.norm, name="conv1_2")(
-            shortcut, kernel_map, train
+        shortcut = ConvActNorm(
+            self.features, K_1x3x3, self.norm, method=self.method, name="conv1_2"
+        )(shortcut, kernel_map, train)
+        branch = ConvActNorm(self.features, K_1x3x3, self.norm, method=self.method, name="conv2")(
+            x, kernel_map, train
         )
-        branch = ConvActNorm(self.features, K_1x3x3, self.norm, name="conv2")(x, kernel_map, train)
-        branch = ConvActNorm(self.features, K_3x1x3, self.norm, name="conv3")(
+        branch = ConvActNorm(self.features, K_3x1x3, self.norm, method=self.method, name="conv3")(
             branch, kernel_map, train
         )
         skip = add_features(branch, shortcut)
@@ -140,6 +147,7 @@ class ResBlock(nn.Module):
             kernel_size=K_3x3x3,
             stride=self.stride,
             kernel_init=TORCH_INIT,
+            method=self.method,
             name="pool",
         )(skip, down_map, coarse)
         return pooled, skip
@@ -154,6 +162,7 @@ class UpBlock(nn.Module):
 
     features: int
     norm: Callable[..., nn.Module]
+    method: str = "auto"
 
     @nn.compact
     def __call__(
@@ -165,14 +174,26 @@ class UpBlock(nn.Module):
         fine_map: sparse.KernelMap,
         train: bool,
     ) -> sparse.SparseTensor:
-        up = ConvActNorm(self.features, K_3x3x3, self.norm, name="trans")(x, coarse_map, train)
+        up = ConvActNorm(self.features, K_3x3x3, self.norm, method=self.method, name="trans")(
+            x, coarse_map, train
+        )
         up = sparse.SparseInverseConv3d(
-            self.features, kernel_size=K_3x3x3, kernel_init=TORCH_INIT, name="up"
+            self.features,
+            kernel_size=K_3x3x3,
+            kernel_init=TORCH_INIT,
+            method=self.method,
+            name="up",
         )(up, down_map, skip)
         up = add_features(up, skip)
-        up = ConvActNorm(self.features, K_1x3x3, self.norm, name="conv1")(up, fine_map, train)
-        up = ConvActNorm(self.features, K_3x1x3, self.norm, name="conv2")(up, fine_map, train)
-        return ConvActNorm(self.features, K_3x3x3, self.norm, name="conv3")(up, fine_map, train)
+        up = ConvActNorm(self.features, K_1x3x3, self.norm, method=self.method, name="conv1")(
+            up, fine_map, train
+        )
+        up = ConvActNorm(self.features, K_3x1x3, self.norm, method=self.method, name="conv2")(
+            up, fine_map, train
+        )
+        return ConvActNorm(self.features, K_3x3x3, self.norm, method=self.method, name="conv3")(
+            up, fine_map, train
+        )
 
 
 class ReconBlock(nn.Module):
@@ -180,13 +201,18 @@ class ReconBlock(nn.Module):
 
     features: int
     norm: Callable[..., nn.Module]
+    method: str = "auto"
 
     @nn.compact
     def __call__(self, x: sparse.SparseTensor, kernel_map, train: bool) -> sparse.SparseTensor:
         gate = jnp.zeros(x.feats.shape[:-1] + (self.features,), x.feats.dtype)
         for index, kernel in enumerate((K_3x1x1, K_1x3x1, K_1x1x3)):
             y = sparse.SubMConv3d(
-                self.features, kernel_size=kernel, kernel_init=TORCH_INIT, name=f"conv{index + 1}"
+                self.features,
+                kernel_size=kernel,
+                kernel_init=TORCH_INIT,
+                method=self.method,
+                name=f"conv{index + 1}",
             )(x, kernel_map)
             y = self.norm(name=f"bn{index + 1}")(y, use_running_average=not train)
             gate = gate + jax.nn.sigmoid(y.feats)

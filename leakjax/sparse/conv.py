@@ -4,15 +4,18 @@ Two exact dataflows over a KernelMap:
 - "gather": the reference. Every output row gathers its K neighbour slots ([N, K, C_in], absent
   neighbours read a zero row) and one GEMM with the stacked weight does the rest. Simple, but on a
   LiDAR scan 3-4x of the multiplies are with zeros.
-- "pairs": only real pairs (see pairs.py): gather input rows per slot -> per-tile GEMM with the
-  tile's offset weight -> every output row sums its <= K products by gather. A custom VJP makes the
-  backward the same three steps with the transposed map (no scatter-add), and the weight gradient a
-  per-tile feats^T @ grad_out summed per offset.
+- "pairs": only real pairs (see pairs.py): a loop over the used tiles of a PairList, each step
+  gathers T input rows, does one [T, C_in] @ [C_in, C_out] GEMM with the tile's offset weight and
+  adds the products into the T output rows (intermediates stay in cache; unused capacity costs no
+  arithmetic). A custom VJP walks the same tiles backwards: grad_in[in] += grad_out[out] @ W^T and
+  grad_W[k] += feats[in]^T @ grad_out[out], without storing per-pair intermediates.
+The adds run in tile order, so results are bitwise reproducible on CPU.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -40,77 +43,104 @@ def gather_conv(feats, table, weight):
     return jnp.einsum("nkc,kcd->nd", gathered, weight)
 
 
-def _sum_slots(products, slots):
-    """out[n] = sum_k products[slots[n, k]] (slot S = zero row). [S, C], [N, K] -> [N, C]."""
-    table = _with_zero_row(products)
-    out = table[slots[:, 0]]
-    for k in range(1, slots.shape[1]):
-        out = out + table[slots[:, k]]
-    return out
+def _rows(x, rows):
+    """x[rows] with zeros for the sentinel row index len(x) (no padded copy of x needed)."""
+    return x.at[rows].get(mode="fill", fill_value=0)
 
 
-def _tile_matmul(rows, tile_weights):
-    """[S, C_in] x per-tile [num_tiles, C_in, C_out] -> [S, C_out]."""
-    num_tiles = tile_weights.shape[0]
-    tiles = rows.reshape(num_tiles, -1, rows.shape[-1])
-    return jnp.einsum("tpc,tcd->tpd", tiles, tile_weights).reshape(rows.shape[0], -1)
+def _step(acc, src_ext, src_rows, dst_rows, weight):
+    """acc[dst_rows] += src_ext[src_rows] @ weight; sentinel rows (== len(acc)) write nowhere."""
+    return acc.at[dst_rows].add(_rows(src_ext, src_rows) @ weight, mode="drop")
 
 
-@jax.custom_vjp
-def _pair_conv(feats, weight, in_rows, out_rows, tile_offset, out_slots, in_slots):
-    out, _ = _pair_conv_fwd(feats, weight, in_rows, out_rows, tile_offset, out_slots, in_slots)
-    return out
+def _tile_slice(rows, i, tile):
+    return jax.lax.dynamic_slice_in_dim(rows, i * tile, tile, axis=1)
 
 
-def _pair_conv_fwd(feats, weight, in_rows, out_rows, tile_offset, out_slots, in_slots):
-    gathered = _with_zero_row(feats)[in_rows]  # [S, C_in]
-    products = _tile_matmul(gathered, weight[tile_offset])  # [S, C_out]
-    out = _sum_slots(products, out_slots)
-    return out, (gathered, weight, out_rows, tile_offset, in_slots)
+def _num_steps(num_tiles):
+    # One trip count for the whole batch: the loop runs outside vmap (a batched trip count would
+    # copy every carry each step); samples with fewer tiles run empty (sentinel) tiles.
+    return jnp.max(num_tiles)
 
 
-def _pair_conv_bwd(residuals, grad_out):
-    gathered, weight, out_rows, tile_offset, in_slots = residuals
-    grad_slots = _with_zero_row(grad_out)[out_rows]  # [S, C_out]
-    grad_gathered = _tile_matmul(grad_slots, jnp.swapaxes(weight[tile_offset], 1, 2))
-    grad_feats = _sum_slots(grad_gathered, in_slots)
-    num_tiles = tile_offset.shape[0]
-    tile_grads = jnp.einsum(
-        "tpc,tpd->tcd",
-        gathered.reshape(num_tiles, -1, gathered.shape[-1]),
-        grad_slots.reshape(num_tiles, -1, grad_slots.shape[-1]),
+def _walk(static, src, weight, mirror_weight, src_rows, dst_rows, tile_offset, num_tiles):
+    """out[b, dst] += src[b, src] @ weight[k] over used tiles (mirrored: out[b, src] += src[b, dst]
+    @ mirror_weight[k] too). src [B, N_src, C_in] -> [B, n_dst, C_out]."""
+    n_dst, tile = static
+    src_ext = src
+
+    def body(i, out):
+        s, d = _tile_slice(src_rows, i, tile), _tile_slice(dst_rows, i, tile)
+        k = tile_offset[:, i]
+        out = jax.vmap(_step)(out, src_ext, s, d, weight[k])
+        if mirror_weight is not None:
+            out = jax.vmap(_step)(out, src_ext, d, s, mirror_weight[k])
+        return out
+
+    init = jnp.zeros((src.shape[0], n_dst, weight.shape[-1]), src.dtype)
+    return jax.lax.fori_loop(0, _num_steps(num_tiles), body, init)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _tile_conv(static, src, weight, mirror_weight, src_rows, dst_rows, tile_offset, num_tiles):
+    return _walk(static, src, weight, mirror_weight, src_rows, dst_rows, tile_offset, num_tiles)
+
+
+def _tile_conv_fwd(static, src, weight, mirror_weight, src_rows, dst_rows, tile_offset, num_tiles):
+    out = _walk(static, src, weight, mirror_weight, src_rows, dst_rows, tile_offset, num_tiles)
+    return out, (src, weight, mirror_weight, src_rows, dst_rows, tile_offset, num_tiles)
+
+
+def _weight_step(acc, k, a_ext, a_rows, b_ext, b_rows):
+    """acc[k] += a_ext[a_rows]^T @ b_ext[b_rows] (one tile's weight gradient)."""
+    return acc.at[k].add(_rows(a_ext, a_rows).T @ _rows(b_ext, b_rows))
+
+
+def _tile_conv_bwd(static, residuals, grad_out):
+    src, weight, mirror_weight, src_rows, dst_rows, tile_offset, num_tiles = residuals
+    _, tile = static
+    mirrored = mirror_weight is not None
+    src_ext = src
+    grad_ext = grad_out
+    weight_t = jnp.swapaxes(weight, 1, 2)
+    mirror_t = jnp.swapaxes(mirror_weight, 1, 2) if mirrored else None
+    batch = src.shape[0]
+
+    def body(i, carry):
+        grad_src, grad_w, grad_mw = carry
+        s, d = _tile_slice(src_rows, i, tile), _tile_slice(dst_rows, i, tile)
+        k = tile_offset[:, i]
+        grad_src = jax.vmap(_step)(grad_src, grad_ext, d, s, weight_t[k])
+        grad_w = jax.vmap(_weight_step)(grad_w, k, src_ext, s, grad_ext, d)
+        if mirrored:
+            grad_src = jax.vmap(_step)(grad_src, grad_ext, s, d, mirror_t[k])
+            grad_mw = jax.vmap(_weight_step)(grad_mw, k, src_ext, d, grad_ext, s)
+        return grad_src, grad_w, grad_mw
+
+    zeros_w = jnp.zeros((batch,) + weight.shape, weight.dtype)
+    init = (jnp.zeros_like(src), zeros_w, zeros_w if mirrored else None)
+    grad_src, grad_w, grad_mw = jax.lax.fori_loop(0, _num_steps(num_tiles), body, init)
+    grad_mw = grad_mw.sum(0) if mirrored else None
+    return grad_src, grad_w.sum(0), grad_mw, None, None, None, None
+
+
+_tile_conv.defvjp(_tile_conv_fwd, _tile_conv_bwd)
+
+
+def pair_conv(feats, pairs: PairList, weight, mirror_weight=None, transpose=False, num_out=None):
+    """Pair-list dataflow for a batch.
+
+    feats [B, N_in, C_in]; pairs: a batched PairList; weight [len(pairs.offsets), C_in, C_out]
+    in the list's offset order; mirror_weight the same for `pairs.mirror_offsets` (mirrored lists);
+    transpose: run the map backwards (inverse conv); num_out: output rows (default N_in).
+    Returns [B, num_out, C_out].
+    """
+    static = (num_out or feats.shape[1], pairs.tile_size)
+    src_rows, dst_rows = (
+        (pairs.out_rows, pairs.in_rows) if transpose else (pairs.in_rows, pairs.out_rows)
     )
-    grad_weight = jax.ops.segment_sum(
-        tile_grads, tile_offset, weight.shape[0], indices_are_sorted=True
-    )
-    return grad_feats, grad_weight, None, None, None, None, None
-
-
-_pair_conv.defvjp(_pair_conv_fwd, _pair_conv_bwd)
-
-
-def pair_conv(feats, pairs: PairList, weight, transpose: bool = False):
-    """Pair-list dataflow for one sample: feats [N_in, C_in], weight [len(pairs.offsets), C_in,
-    C_out] (in the pair list's offset order) -> [N_out, C_out]. `transpose` runs the map backwards
-    (output = the map's input set), as the inverse conv does."""
-    if transpose:
-        return _pair_conv(
-            feats,
-            weight,
-            pairs.out_rows,
-            pairs.in_rows,
-            pairs.tile_offset,
-            pairs.in_slots,
-            pairs.out_slots,
-        )
-    return _pair_conv(
-        feats,
-        weight,
-        pairs.in_rows,
-        pairs.out_rows,
-        pairs.tile_offset,
-        pairs.out_slots,
-        pairs.in_slots,
+    return _tile_conv(
+        static, feats, weight, mirror_weight, src_rows, dst_rows, pairs.tile_offset, pairs.num_tiles
     )
 
 
@@ -154,11 +184,15 @@ def sparse_conv(
             f"build it with pair_kernels including it (has {list(kernel_map.pairs)})"
         )
     if use_pairs:
-        pair_weight = flat_weight[np.searchsorted(sel, np.asarray(pairs.offsets))]
-        out = jax.vmap(lambda f, p: pair_conv(f, p, pair_weight, transpose))(feats, pairs)
+        position = {int(k): i for i, k in enumerate(sel)}
+        pair_weight = flat_weight[np.asarray([position[k] for k in pairs.offsets])]
+        mirror_weight = None
+        if pairs.mirror_offsets is not None:
+            mirror_weight = flat_weight[np.asarray([position[k] for k in pairs.mirror_offsets])]
+        num_out = (kernel_map.reverse if transpose else kernel_map.neighbours).shape[1]
+        out = pair_conv(feats, pairs, pair_weight, mirror_weight, transpose, num_out)
         if kernel_map.submanifold:
-            centre = int(np.searchsorted(sel, math.prod(kernel_map.kernel_size) // 2))
-            out = out + feats @ flat_weight[centre]
+            out = out + feats @ flat_weight[position[math.prod(kernel_map.kernel_size) // 2]]
     else:
         table = (kernel_map.reverse if transpose else kernel_map.neighbours)[:, :, sel]
         out = jax.vmap(lambda f, t: gather_conv(f, t, flat_weight))(feats, table)

@@ -22,7 +22,7 @@ import numpy as np
 from flax import struct
 
 from leakjax.sparse.pairs import PairList, build_pair_list
-from leakjax.sparse.search import build_index, lookup
+from leakjax.sparse.search import build_index, column_lookup
 from leakjax.sparse.tensor import (
     SENTINEL_KEY,
     SparseTensor,
@@ -95,20 +95,47 @@ def _check_tensor(x: SparseTensor, what: str):
 
 
 def _pair_lists(
-    neighbours, reverse, kernel_size, pair_kernels, submanifold, pair_capacity, tile_size
+    columns, num_inputs, kernel_size, pair_kernels, submanifold, pair_capacity, tile_size
 ):
-    centre = math.prod(kernel_size) // 2
+    """{sub-kernel: PairList [B, ...]}; submanifold lists hold the o > 0 half, mirrored.
+
+    columns(sel) -> int32 [B, N_out, len(sel)]: the map's input rows for the offsets `sel`.
+    """
+    num_offsets = math.prod(kernel_size)
     lists = {}
-    for sub in pair_kernels or (tuple(kernel_size),):
+    for sub in (tuple(kernel_size),) if pair_kernels is None else pair_kernels:
         sel = sub_kernel_indices(kernel_size, sub)
+        mirror = None
+        capacity = pair_capacity
         if submanifold:
-            sel = sel[sel != centre]
+            sel = sel[sel > num_offsets // 2]  # centre = identity; -o comes from mirroring o
+            mirror = num_offsets - 1 - sel
+            capacity = None if pair_capacity is None else -(-int(pair_capacity) // 2)
         if sel.size == 0:
             continue
         lists[tuple(sub)] = jax.vmap(
-            lambda n, r, sel=sel: build_pair_list(n, r, sel, pair_capacity, tile_size)
-        )(neighbours, reverse)
+            lambda c, sel=sel, mirror=mirror, capacity=capacity: build_pair_list(
+                c, sel, num_inputs, capacity, tile_size, mirror
+            )
+        )(columns(sel))
     return lists
+
+
+def _axis_offsets(kernel_size, dilation):
+    """Lexicographic (dx, dy) columns [C, 2] and ascending dz values of a (dilated) kernel."""
+    ax = [(np.arange(k) - k // 2) * d for k, d in zip(kernel_size, dilation)]
+    columns = np.stack(np.meshgrid(ax[0], ax[1], indexing="ij"), -1).reshape(-1, 2)
+    return columns, ax[2]
+
+
+def _mirror_columns(upper, valid):
+    """Submanifold table [N, K] from its o > 0 half [N, H]: row i has p at -o iff p has i at o."""
+    n, half = upper.shape
+    rows = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[:, None], upper.shape)
+    target = jnp.where(upper >= 0, upper, n)
+    lower = jnp.full((n + 1, half), -1, jnp.int32).at[target, jnp.arange(half)].set(rows)[:n]
+    centre = jnp.where(valid, jnp.arange(n, dtype=jnp.int32), -1)[:, None]
+    return jnp.concatenate([lower[:, ::-1], centre, upper], axis=1)
 
 
 def submanifold_map(
@@ -129,17 +156,38 @@ def submanifold_map(
       worst case K * N, which never overflows); `KernelMap.overflow` flags a too small bound.
     """
     _check_tensor(x, "submanifold_map")
-    offsets = jnp.asarray(kernel_offsets(kernel_size, dilation))
+    kernel_offsets(kernel_size, dilation)  # validates the kernel
+    columns, z_offsets = _axis_offsets(kernel_size, dilation)
+    middle = len(columns) // 2
+    positive_z = z_offsets[len(z_offsets) // 2 + 1 :]
 
-    def one(coords, mask):
+    def upper_half(coords, mask):
+        # Offsets after the centre in lexicographic order: (0, 0, dz > 0), then whole columns.
         index = build_index(coords, mask, x.spatial_shape)
-        queries = coords[:, None, :] + offsets[None]
-        return lookup(index, queries, jnp.broadcast_to(mask[:, None], queries.shape[:2]))
+        parts = []
+        if positive_z.size:
+            parts.append(
+                column_lookup(index, coords, mask, columns[middle : middle + 1], positive_z)
+            )
+        if middle + 1 < len(columns):
+            parts.append(column_lookup(index, coords, mask, columns[middle + 1 :], z_offsets))
+        if not parts:  # a 1x1x1 kernel has no offset besides the centre
+            return jnp.zeros((coords.shape[0], 0), jnp.int32)
+        return jnp.concatenate([p.reshape(coords.shape[0], -1) for p in parts], axis=1)
 
-    neighbours = jax.vmap(one)(x.coords, x.mask)
+    upper = jax.vmap(upper_half)(x.coords, x.mask)  # [B, N, K // 2]
+    centre = math.prod(kernel_size) // 2
+    # Convs on the pair path need only `upper`; the full tables are dropped by XLA when unused.
+    neighbours = jax.vmap(_mirror_columns)(upper, x.mask)
     reverse = neighbours[:, :, ::-1]  # offset -o is index K-1-k for a centred odd kernel
     pairs = _pair_lists(
-        neighbours, reverse, kernel_size, pair_kernels, True, pair_capacity, tile_size
+        lambda sel: upper[:, :, sel - centre - 1],
+        x.capacity,
+        kernel_size,
+        pair_kernels,
+        True,
+        pair_capacity,
+        tile_size,
     )
     return KernelMap(
         neighbours, reverse, pairs, tuple(kernel_size), tuple(dilation), (1, 1, 1), True
@@ -182,17 +230,25 @@ def downsample_map(
     if len(stride) != 3 or min(stride) < 1:
         raise ValueError(f"downsample_map: stride must be 3 positive ints, got {stride}")
     out_capacity = out_capacity or x.capacity
-    offsets_np = kernel_offsets(kernel_size)
-    offsets = jnp.asarray(offsets_np)
+    kernel_offsets(kernel_size)  # validates the kernel
+    radius = np.asarray(kernel_size) // 2
     s = jnp.asarray(stride, jnp.int32)
     out_shape = tuple(-(-n // st) for n, st in zip(x.spatial_shape, stride))
+    columns, z_offsets = _axis_offsets(kernel_size, (1, 1, 1))
+    # Per axis at most ceil(k / s) coarse cells reach a fine cell: enumerate only those.
+    per_axis = [-(-k // st) for k, st in zip(kernel_size, stride)]
+    choice = np.stack(np.meshgrid(*[np.arange(m) for m in per_axis], indexing="ij"), -1)
+    choice = jnp.asarray(choice.reshape(-1, 3) * np.asarray(stride), jnp.int32)  # [M, 3]
 
     def one(coords, mask):
         if mode == "floor":
             candidates = (coords // s)[:, None, :]
-        else:  # every q with q * s = p - o for some offset o
-            diff = coords[:, None, :] - offsets[None]
-            candidates = jnp.where(jnp.all(diff % s == 0, -1, keepdims=True), diff // s, -1)
+        else:  # q = (p + r - o') / s for kernel taps o' in [0, k) with p + r - o' divisible by s
+            shifted = coords + jnp.asarray(radius, jnp.int32)
+            tap = shifted[:, None, :] % s + choice[None]  # [N, M, 3]
+            candidates = jnp.where(
+                tap < jnp.asarray(kernel_size), (shifted[:, None] - tap) // s, -1
+            )
         cand_ok = mask[:, None] & jnp.all(
             (candidates >= 0) & (candidates < jnp.asarray(out_shape)), -1
         )
@@ -202,19 +258,28 @@ def downsample_map(
         out_mask = unique != SENTINEL_KEY
         out_coords = jnp.where(out_mask[:, None], decode_keys(unique, out_shape), 0)
         fine_index = build_index(coords, mask, x.spatial_shape)
-        q_fine = out_coords[:, None, :] * s + offsets[None]
-        neighbours = lookup(
-            fine_index, q_fine, jnp.broadcast_to(out_mask[:, None], q_fine.shape[:2])
+        neighbours = column_lookup(fine_index, out_coords * s, out_mask, columns, z_offsets)
+        neighbours = neighbours.reshape(out_capacity, -1)
+        # Fine-major table (gather path of the inverse conv); dropped by XLA when unused.
+        num_offsets = neighbours.shape[1]
+        target = jnp.where(neighbours >= 0, neighbours, x.capacity)
+        rows = jnp.broadcast_to(jnp.arange(out_capacity, dtype=jnp.int32)[:, None], target.shape)
+        reverse = (
+            jnp.full((x.capacity + 1, num_offsets), -1, jnp.int32)
+            .at[target, jnp.arange(num_offsets)]
+            .set(rows)[: x.capacity]
         )
-        coarse_index = build_index(out_coords, out_mask, out_shape)
-        diff = coords[:, None, :] - offsets[None]
-        exact = jnp.all(diff % s == 0, -1) & mask[:, None]
-        reverse = lookup(coarse_index, diff // s, exact)
         return out_coords, out_mask, neighbours, reverse, count > out_capacity
 
     out_coords, out_mask, neighbours, reverse, overflow = jax.vmap(one)(x.coords, x.mask)
     pairs = _pair_lists(
-        neighbours, reverse, kernel_size, pair_kernels, False, pair_capacity, tile_size
+        lambda sel: neighbours[:, :, sel],
+        x.capacity,
+        kernel_size,
+        pair_kernels,
+        False,
+        pair_capacity,
+        tile_size,
     )
     coarse = SparseTensor(
         coords=out_coords,
