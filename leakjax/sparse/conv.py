@@ -158,7 +158,9 @@ def sparse_conv(
 
     feats [B, N_in, C_in] on the map's input set (its output set if `transpose`);
     weight [kx, ky, kz, C_in, C_out], a centred sub-kernel of the map's kernel;
-    in_mask / out_mask bool [B, N] zero padding rows (never read / written as zero).
+    in_mask / out_mask bool [B, N]: padding rows. The maps never refer to masked rows, so masked
+      inputs are never read (the centre tap of a submanifold conv is cleared with the mask) and
+      masked outputs are zero.
     transpose: the inverse conv through a down-sampling map (fine set restored).
     method: "pairs" (real pairs only; needs the sub-kernel's pair list in the map), "gather"
       (reference), or "auto" = pairs when available. Returns [B, N_out, C_out].
@@ -173,8 +175,8 @@ def sparse_conv(
         raise ValueError("sparse_conv: transpose needs a down-sampling map, got a submanifold map")
     sel = sub_kernel_indices(kernel_map.kernel_size, kernel_size)
     flat_weight = weight.reshape(-1, c_in, c_out)
-    if in_mask is not None:
-        feats = jnp.where(in_mask[..., None], feats, 0)
+    if kernel_map.submanifold and out_mask is None:
+        out_mask = in_mask
 
     pairs = kernel_map.pairs.get(kernel_size)
     use_pairs = method == "pairs" or (method == "auto" and pairs is not None)
@@ -192,7 +194,8 @@ def sparse_conv(
         num_out = (kernel_map.reverse if transpose else kernel_map.neighbours).shape[1]
         out = pair_conv(feats, pairs, pair_weight, mirror_weight, transpose, num_out)
         if kernel_map.submanifold:
-            out = out + feats @ flat_weight[position[math.prod(kernel_map.kernel_size) // 2]]
+            centre_in = feats if in_mask is None else jnp.where(in_mask[..., None], feats, 0)
+            out = out + centre_in @ flat_weight[position[math.prod(kernel_map.kernel_size) // 2]]
     else:
         table = (kernel_map.reverse if transpose else kernel_map.neighbours)[:, :, sel]
         out = jax.vmap(lambda f, t: gather_conv(f, t, flat_weight))(feats, table)

@@ -56,7 +56,8 @@ def build_pair_list(
     """Pair list of one sample for the selected offsets.
 
     in_of_out int32 [N_out, K_sel]: input row feeding each output row through each selected offset
-    (-1 if none); offsets: their static indices into the map's K; num_inputs: N_in (sentinel row); pair_capacity: static bound on
+    (-1 if none); offsets: their static indices into the map's K; num_inputs: N_in (sentinel
+    row); pair_capacity: static bound on
     the real pairs of the selected offsets (default: the worst case len(offsets) * N_out);
     mirror_offsets: for a symmetric (submanifold) map, the index of -o for every selected o.
     """
