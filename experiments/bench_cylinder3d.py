@@ -13,7 +13,7 @@
    `ru_maxrss` is that setting's peak resident memory (compilation included); XLA's own estimate
    (arguments + outputs + temporaries of the compiled executable) is reported beside it.
    Times are the median of `--reps` runs after one warm-up run.
-Prints a table and writes JSON (default experiments/results/bench_cylinder3d.json).
+Prints a table and writes JSON (default bench_results/bench_cylinder3d.json).
 """
 
 import argparse
@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results" / "bench_cylinder3d.json"
+DEFAULT_OUT = "bench_results/bench_cylinder3d.json"
 NUM_CLASSES = 20
 
 
@@ -126,8 +126,237 @@ def _tiny_batch():
     }
 
 
-def synthetic_scan(seed: int = 0, num_points_target: int = 120_000):
-    """One ~120k-point scan: (points float32 [P, 4], labels int32 [P])."""
-    from tests_support_scan import procedural_scan  # noqa: F401  (replaced below)
+def synthetic_scan(azimuth_steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One scan of the synthetic street world: points float32 [P, 4], training ids int32 [P]."""
+    from datasets.semantic_kitti.labels import to_train_ids
+    from datasets.synthetic import SensorConfig, StreetWorld, render_scan
 
-    raise NotImplementedError
+    scan = render_scan(StreetWorld(seed, 0), SensorConfig(azimuth_steps=azimuth_steps), 0, seed)
+    return scan.points, to_train_ids(scan.semantic).astype(np.int32)
+
+
+def make_batch(points: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """A batch of one scan padded to a multiple of 4096 points."""
+    capacity = -(-len(points) // 4096) * 4096
+    batch = {
+        "points": np.zeros((1, capacity, 4), np.float32),
+        "point_mask": np.zeros((1, capacity), bool),
+        "labels": np.zeros((1, capacity), np.int32),
+    }
+    batch["points"][0, : len(points)] = points
+    batch["point_mask"][0, : len(points)] = True
+    batch["labels"][0, : len(points)] = labels
+    return batch
+
+
+def level_counts(batch: dict[str, np.ndarray]) -> list[int]:
+    """Active voxels per level (input grid first) of the released grid and down-sampling."""
+    import jax
+
+    from leakjax import sparse
+    from leakjax.models.cylinder3d import DOWN_STRIDES, Cylinder3D
+
+    grid = Cylinder3D().grid
+    capacity = batch["points"].shape[1]
+
+    @jax.jit
+    def counts(points, mask):
+        voxels = sparse.voxelize(points[..., :3], mask, grid, capacity)
+        x = sparse.SparseTensor(voxels.coords, voxels.coords, voxels.mask, grid.shape)
+        out = [voxels.mask.sum()]
+        for stride in DOWN_STRIDES:
+            x, _, _ = sparse.downsample_map(x, stride=stride, out_capacity=capacity)
+            out.append(x.mask.sum())
+        return out
+
+    return [int(c) for c in counts(batch["points"], batch["point_mask"])]
+
+
+def bucket(count: int, margin: float = 1.1, step: int = 1024) -> int:
+    return int(-(-int(count * margin) // step) * step)
+
+
+def run_worker(init_size: int, mode: str, reps: int, azimuth_steps: int) -> dict:
+    """Times one (init_size, mode) in this process; returns the measurements."""
+    import resource
+
+    import jax
+    import optax
+
+    from leakjax import losses
+    from leakjax.models.cylinder3d import Cylinder3D
+
+    points, labels = synthetic_scan(azimuth_steps)
+    batch = make_batch(points, labels)
+    counts = level_counts(batch)
+    capacities = tuple(bucket(c) for c in counts)
+    model = Cylinder3D(init_size=init_size, capacities=capacities)
+    variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(batch)
+
+    if mode == "forward":
+
+        def step(variables, batch):
+            logits, aux = model.apply(variables, batch, train=False)
+            return logits, aux["overflow"]
+
+        args = (variables, batch)
+        fn = jax.jit(step)
+    else:
+        optimizer = optax.adam(1e-3)
+
+        def loss_fn(params, batch_stats, batch):
+            (_, aux), state = model.apply(
+                {"params": params, "batch_stats": batch_stats},
+                batch,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            logits, voxel_labels, valid = aux["loss_logits"], aux["loss_labels"], aux["loss_mask"]
+            loss = losses.cross_entropy(
+                logits, voxel_labels, valid, ignore_index=0
+            ) + losses.lovasz_softmax(
+                jax.nn.softmax(logits, -1), voxel_labels, valid, ignore_index=0
+            )
+            return loss, (state["batch_stats"], aux["overflow"])
+
+        def step(state, batch):
+            params, batch_stats, opt_state = state
+            (loss, (batch_stats, overflow)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                params, batch_stats, batch
+            )
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), batch_stats, opt_state), overflow
+
+        state = (variables["params"], variables["batch_stats"], None)
+        state = (state[0], state[1], optimizer.init(state[0]))
+        args = (state, batch)
+        fn = jax.jit(step)
+
+    start = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    xla_bytes = None
+    if memory is not None:
+        xla_bytes = int(
+            memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+        )
+    times = []
+    for rep in range(reps + 1):
+        start = time.perf_counter()
+        out = compiled(*args)
+        jax.block_until_ready(out)
+        if rep > 0:  # the first run is the warm-up
+            times.append(time.perf_counter() - start)
+        overflow = bool(np.asarray(out[1]).any())
+        if mode == "train":
+            args = (out[0], batch)
+    return {
+        "init_size": init_size,
+        "mode": mode,
+        "num_points": int(len(points)),
+        "level_voxels": counts,
+        "capacities": list(capacities),
+        "overflow": overflow,
+        "compile_s": compile_s,
+        "times_s": times,
+        "median_s": float(np.median(times)),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "xla_executable_mib": None if xla_bytes is None else xla_bytes / 2**20,
+    }
+
+
+def _worker_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "")
+        + f" --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}"
+    )
+    return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--init-sizes", type=int, nargs="*", default=[8, 16, 32])
+    parser.add_argument("--modes", nargs="+", default=["forward", "train"])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--reps-32", type=int, default=None, help="fewer reps for init_size 32")
+    parser.add_argument("--azimuth-steps", type=int, default=2800, help="2800 -> ~120k points")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--worker", nargs=2, metavar=("INIT_SIZE", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        if hasattr(os, "sched_setaffinity"):
+            cpus = sorted(os.sched_getaffinity(0))[: args.threads]
+            os.sched_setaffinity(0, cpus)
+        result = run_worker(int(args.worker[0]), args.worker[1], args.reps, args.azimuth_steps)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+
+    ours = flax_parameter_count(32)
+    released = released_parameter_count(32)
+    print("Parameters at init_size 32 (trainable only; BN running stats excluded)")
+    print(f"{'component':<12}{'ours':>12}{'released':>12}")
+    for name in released:
+        print(f"{name:<12}{ours.get(name, 0):>12,}{released[name]:>12,}")
+
+    runs = []
+    for init_size in args.init_sizes:
+        for mode in args.modes:
+            reps = args.reps_32 if (init_size == 32 and args.reps_32) else args.reps
+            command = [
+                sys.executable,
+                "-m",
+                "experiments.bench_cylinder3d",
+                "--worker",
+                str(init_size),
+                mode,
+                "--reps",
+                str(reps),
+                "--azimuth-steps",
+                str(args.azimuth_steps),
+                "--threads",
+                str(args.threads),
+            ]
+            done = subprocess.run(
+                command, env=_worker_env(args.threads), capture_output=True, text=True
+            )
+            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+            if done.returncode != 0 or not lines:
+                raise RuntimeError(f"worker {init_size} {mode} failed:\n{done.stderr[-3000:]}")
+            runs.append(json.loads(lines[-1][len("RESULT ") :]))
+            print(json.dumps(runs[-1]), flush=True)
+
+    if runs:
+        first = runs[0]
+        print(
+            f"\nScan: {first['num_points']} points, voxels per level {first['level_voxels']}, "
+            f"capacities {first['capacities']}; CPU, {args.threads} threads"
+        )
+        print(
+            f"{'init':>5} {'mode':>8} {'median s':>9} {'reps':>5} {'compile s':>10} "
+            f"{'peak RSS MiB':>13} {'XLA MiB':>8} {'overflow':>9}"
+        )
+        for run in runs:
+            xla = run["xla_executable_mib"]
+            print(
+                f"{run['init_size']:>5} {run['mode']:>8} {run['median_s']:>9.3f} "
+                f"{len(run['times_s']):>5} {run['compile_s']:>10.1f} {run['peak_rss_mib']:>13.0f} "
+                f"{(xla if xla is not None else float('nan')):>8.0f} {run['overflow']!s:>9}"
+            )
+    result = {
+        "parameters_init32": {"ours": ours, "released": released},
+        "threads": args.threads,
+        "runs": runs,
+    }
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

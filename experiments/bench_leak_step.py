@@ -53,15 +53,20 @@ def main(argv: list[str]) -> None:
     )
     host_batch = next(
         input_pipeline.train_batches(
-            train_source, config.train.batch_size, config.seed, 0, config.data.point_buckets,
+            train_source,
+            config.train.batch_size,
+            config.seed,
+            0,
+            config.data.point_buckets,
             max_points=config.data.get("train_max_points"),
         )
     )
     batch = mesh_lib.global_batch(host_batch, mesh)
     # Any 19-class grouping has the same cost; the official categories need no baseline.
     names = list(CLASS_NAMES[1:])
-    settings = LeakSettings(tuple(int(v) for v in a_priori_grouping(names).micro_to_macro),
-                            leak.LeakConfig())
+    settings = LeakSettings(
+        tuple(int(v) for v in a_priori_grouping(names).micro_to_macro), leak.LeakConfig()
+    )
     loss = trainer.loss_settings(config, None)
     steps, states = {}, {}
     for name, leak_settings in (("baseline", None), ("leak", settings)):

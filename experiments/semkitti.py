@@ -69,8 +69,13 @@ def setup(
     if config.loss.ce_weighting != "none":
         class_counts = train_source.class_counts(config.data.num_classes)
     loss = trainer.loss_settings(config, class_counts)
-    logger.info("data: %s (%d train, %d val scans); %d devices", description,
-                len(train_source), len(val_source), mesh.devices.size)
+    logger.info(
+        "data: %s (%d train, %d val scans); %d devices",
+        description,
+        len(train_source),
+        len(val_source),
+        mesh.devices.size,
+    )
     return Pipeline(config, workdir, mesh, train_source, val_source, description, loss)
 
 
@@ -107,7 +112,11 @@ def phase1_train_baseline(pipe: Pipeline, baseline_checkpoint: str | None) -> pa
         return pathlib.Path(baseline_checkpoint).absolute()
     run_dir = pipe.workdir / "baseline"
     trainer.train(
-        pipe.config, run_dir, pipe.train_source, pipe.mesh, pipe.loss,
+        pipe.config,
+        run_dir,
+        pipe.train_source,
+        pipe.mesh,
+        pipe.loss,
         metadata={"config": pipe.config.to_dict(), "phase": "baseline"},
     )
     return run_dir
@@ -122,14 +131,19 @@ def phase2_discover_hierarchy(pipe: Pipeline, baseline_dir: pathlib.Path) -> Hie
     grouping = pipe.config.leak.grouping
     if grouping == "spectral":
         hierarchy = discover_hierarchy(
-            confusion, k_max=pipe.config.leak.k_max, seed=pipe.config.seed,
-            criterion=pipe.config.leak.criterion, class_names=MICRO_CLASS_NAMES,
+            confusion,
+            k_max=pipe.config.leak.k_max,
+            seed=pipe.config.seed,
+            criterion=pipe.config.leak.criterion,
+            class_names=MICRO_CLASS_NAMES,
         )
     elif grouping == "a_priori":
         hierarchy = a_priori_grouping(MICRO_CLASS_NAMES)
     elif grouping == "random":
         found = discover_hierarchy(
-            confusion, k_max=pipe.config.leak.k_max, seed=pipe.config.seed,
+            confusion,
+            k_max=pipe.config.leak.k_max,
+            seed=pipe.config.seed,
             class_names=MICRO_CLASS_NAMES,
         )
         hierarchy = random_grouping(
@@ -158,7 +172,11 @@ def phase3_train_leak(
     if pipe.config.leak.finetune_from_baseline:
         init_from = str(baseline_dir / "checkpoints")
     trainer.train(
-        pipe.config, run_dir, pipe.train_source, pipe.mesh, pipe.loss,
+        pipe.config,
+        run_dir,
+        pipe.train_source,
+        pipe.mesh,
+        pipe.loss,
         leak_settings=leak_settings(pipe.config, hierarchy),
         metadata={
             "config": pipe.config.to_dict(),
@@ -183,7 +201,10 @@ def phase4_report(
         ),
     }
     return semkitti_report.write_report(
-        pipe.workdir, runs, hierarchy, pipe.data_description,
+        pipe.workdir,
+        runs,
+        hierarchy,
+        pipe.data_description,
         extra={"train_steps": pipe.config.train.num_steps, "model": pipe.config.model.name},
     )
 
@@ -199,11 +220,14 @@ def run_pipeline(
     """Runs the requested phases in order; returns the report (phase 4) or None."""
     unknown = set(phases) - set(ALL_PHASES)
     if unknown:
-        raise ValueError(f"--phases: unknown phases {sorted(unknown)}; expected a subset of 1,2,3,4")
+        raise ValueError(
+            f"--phases: unknown phases {sorted(unknown)}; expected a subset of 1,2,3,4"
+        )
     start = time.perf_counter()
     pipe = setup(config, workdir, data_dir, cache_dir)
     baseline_dir = (
-        pathlib.Path(baseline_checkpoint).absolute() if baseline_checkpoint
+        pathlib.Path(baseline_checkpoint).absolute()
+        if baseline_checkpoint
         else pipe.workdir / "baseline"
     )
     if 1 in phases:
@@ -227,17 +251,28 @@ def run_pipeline(
 
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/semkitti.py", "Pipeline config (path[:variant]).",
+    "config",
+    "experiments/configs/semkitti.py",
+    "Pipeline config (path[:variant]).",
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/semkitti", "Output directory.")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "SemanticKITTI root holding sequences/; default: the synthetic world."
 )
-_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Synthetic-world cache (default beside workdir).")
+_CACHE_DIR = flags.DEFINE_string(
+    "cache_dir", None, "Synthetic-world cache (default beside workdir)."
+)
 _PHASES = flags.DEFINE_list("phases", ["1", "2", "3", "4"], "Phases to run, e.g. 1,2.")
 _BASELINE = flags.DEFINE_string(
     "baseline_checkpoint", None, "Run directory of an existing baseline (skips training it)."
+)
+
+
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir",
+    None,
+    "JAX persistent compilation cache (default <workdir>/../jax_cache; '' disables it).",
 )
 
 
@@ -245,11 +280,21 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     mesh_lib.maybe_initialize_distributed()
+    cache = _COMPILATION_CACHE.value
+    if cache is None:
+        cache = str(pathlib.Path(_WORKDIR.value).absolute().parent / "jax_cache")
+    if cache:  # a resumed or repeated run skips the (minutes of) compilation of the sparse model
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax is chatty at INFO
     run_pipeline(
-        _CONFIG.value, _WORKDIR.value, _DATA_DIR.value,
-        tuple(int(p) for p in _PHASES.value), _BASELINE.value, _CACHE_DIR.value,
+        _CONFIG.value,
+        _WORKDIR.value,
+        _DATA_DIR.value,
+        tuple(int(p) for p in _PHASES.value),
+        _BASELINE.value,
+        _CACHE_DIR.value,
     )
 
 

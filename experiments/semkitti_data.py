@@ -53,7 +53,9 @@ class SemanticKittiSource:
         return counts
 
 
-def synthetic_cache_dir(config: ml_collections.ConfigDict, cache_root: pathlib.Path) -> pathlib.Path:
+def synthetic_cache_dir(
+    config: ml_collections.ConfigDict, cache_root: pathlib.Path
+) -> pathlib.Path:
     """`<cache_root>/<hash of the generator settings>`: one cache per distinct synthetic world."""
     settings = json.dumps(config.to_dict(), sort_keys=True)
     digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
@@ -74,7 +76,7 @@ def ensure_synthetic(config: ml_collections.ConfigDict, cache_root: pathlib.Path
         root,
         seed=config.seed,
         sequences=sequences,
-        scans=config.scans_per_sequence,
+        scans_per_sequence=config.scans_per_sequence,
         **config.get("generator_kwargs", {}),
     )
     marker.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))

@@ -35,13 +35,19 @@ def plot_confusion(
 
 
 def plot_conductance(hierarchy: Hierarchy, path: pathlib.Path) -> None:
-    """Aggregated conductance per candidate k, the chosen k marked."""
+    """Aggregated conductance per candidate k, the chosen k marked.
+
+    The chosen k counts the macro classes of the clustered micro classes only: classes absent from
+    the validation ground truth (`hierarchy.unclustered`) may add macro classes of their own.
+    """
     ks = sorted(hierarchy.conductance)
     values = [hierarchy.conductance[k] for k in ks]
+    clustered = [i for i in range(hierarchy.num_micro) if i not in set(hierarchy.unclustered)]
+    chosen = len(set(int(hierarchy.micro_to_macro[i]) for i in clustered))
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(ks, values, "o-")
-    ax.axvline(hierarchy.num_macro, color="red", linestyle="--", label=f"chosen M = {hierarchy.num_macro}")
-    ax.set_xlabel("number of macro classes k")
+    ax.axvline(chosen, color="red", linestyle="--", label=f"chosen k = {chosen}")
+    ax.set_xlabel("number of clusters k")
     ax.set_ylabel(f"{hierarchy.aggregation} conductance")
     ax.legend()
     fig.tight_layout()
@@ -54,7 +60,10 @@ def plot_dendrogram(hierarchy: Hierarchy, path: pathlib.Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     if hierarchy.linkage is not None and len(hierarchy.linkage):
         scipy_hierarchy.dendrogram(
-            hierarchy.linkage, labels=hierarchy.class_names, ax=ax, leaf_rotation=90,
+            hierarchy.linkage,
+            labels=hierarchy.class_names,
+            ax=ax,
+            leaf_rotation=90,
             color_threshold=0,
         )
         colours = plt.get_cmap("tab10")

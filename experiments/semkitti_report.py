@@ -9,11 +9,21 @@ import numpy as np
 from leakjax.leak.grouping import Hierarchy
 from leakjax.metrics import segmentation_metrics
 
-SUMMARY_KEYS = ("miou", "miou_present", "hiou", "oa", "macc", "fwiou", "iou_mse", "iou_std", "iou_entropy")
+SUMMARY_KEYS = (
+    "miou",
+    "miou_present",
+    "hiou",
+    "oa",
+    "macc",
+    "fwiou",
+    "iou_mse",
+    "iou_std",
+    "iou_entropy",
+)
 
 
 def run_metrics(confusion: np.ndarray, hierarchy: Hierarchy) -> dict:
-    """Metrics of one run: a 20x20 confusion with training id 0 ignored, hIoU through `hierarchy`."""
+    """Metrics of one run: a 20x20 confusion, training id 0 ignored, hIoU through `hierarchy`."""
     result = segmentation_metrics(confusion, hierarchy.with_ignored(0), ignore_index=0)
     return {
         **{key: float(result[key]) for key in SUMMARY_KEYS},
@@ -51,15 +61,17 @@ def write_report(
         "runs": runs,
         **extra,
     }
-    (workdir / "report.json").write_text(json.dumps(_json_safe(report), indent=1))
+    report = _json_safe(report)  # NaN -> null, so the returned dict equals the file's content
+    (workdir / "report.json").write_text(json.dumps(report, indent=1))
     names = list(runs)
     lines = [
         "# LEAK on SemanticKITTI: baseline vs LEAK",
         "",
-        f"Data: {data_description}. Validation metrics in % (official SemanticKITTI rules: class 0",
-        "ignored, mIoU over all 19 classes with absent classes scoring 0; mIoU_present over classes",
-        "present in the ground truth). IoU balance: MSE / std of the per-class IoUs around their mean,",
-        "entropy (nats) of the IoUs normalised to sum to 1 (higher = more balanced).",
+        f"Data: {data_description}. Validation metrics in % (official SemanticKITTI rules:",
+        "class 0 ignored, mIoU over all 19 classes with absent classes scoring 0; mIoU_present",
+        "over classes present in the ground truth). IoU balance: MSE / std of the per-class IoUs",
+        "around their mean, entropy (nats) of the IoUs normalised to sum to 1 (higher = more",
+        "balanced).",
         "",
         "Macro classes found from the baseline's mistakes:",
         "",
@@ -68,7 +80,9 @@ def write_report(
     lines += ["", "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key in SUMMARY_KEYS:
         scale = 1.0 if key in ("iou_mse", "iou_entropy") else 100.0
-        cells = [f"{runs[n][key] * scale:.2f}" if runs[n][key] == runs[n][key] else "nan" for n in names]
+        cells = [
+            f"{runs[n][key] * scale:.2f}" if runs[n][key] == runs[n][key] else "nan" for n in names
+        ]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines += ["", "Per-class IoU (%):", "", "| class | " + " | ".join(names) + " |"]
     lines.append("|---|" + "---|" * len(names))

@@ -16,80 +16,32 @@ import numpy as np
 import optax
 import pytest
 
+from datasets.semantic_kitti.labels import to_train_ids
+from datasets.synthetic import SensorConfig, StreetWorld, render_scan
 from leakjax import losses
 from leakjax.models import MODELS
 from leakjax.models.cylinder3d import DOWN_STRIDES, Cylinder3D, cumulative_strides
 
 GRID_SHAPE = (32, 24, 16)
-GRID_LOWER = (0.0, -math.pi, -2.5)
-GRID_UPPER = (20.0, math.pi, 3.5)
+GRID_LOWER = (0.0, -math.pi, -4.0)  # the released bounds on a coarse grid
+GRID_UPPER = (50.0, math.pi, 2.0)
 NUM_CLASSES = 20
-NUM_POINTS = 480
-CAPACITIES = (384, 512, 176, 64, 24)
-
-
-def tiny_scan(seed: int, num_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """A procedural street: road and sidewalk, a building wall, a car box, a pole, a tree crown,
-    and unlabelled clutter. Returns points float32 [P, 4] and SemanticKITTI-style labels [P]."""
-    rng = np.random.default_rng(seed)
-    parts = []
-
-    def add(xyz, label, remission):
-        parts.append((xyz, np.full(len(xyz), label), np.full(len(xyz), remission)))
-
-    def disc(n, r_min, r_max, z):
-        r = np.sqrt(rng.uniform(r_min**2, r_max**2, n))
-        a = rng.uniform(-np.pi, np.pi, n)
-        return np.stack([r * np.cos(a), r * np.sin(a), np.full(n, z)], 1)
-
-    n = num_points // 8
-    add(disc(2 * n, 2.0, 9.0, -1.73), 9, 0.2)  # road
-    add(disc(n, 10.0, 13.0, -1.55), 11, 0.35)  # sidewalk
-    wall_angle = rng.uniform(-2.5, -0.5, n)
-    wall = np.stack(
-        [16.5 * np.cos(wall_angle), 16.5 * np.sin(wall_angle), rng.uniform(-1.5, 3.0, n)], 1
-    )
-    add(wall, 13, 0.5)  # building
-    car = np.stack([rng.uniform(4, 8, n), rng.uniform(2, 4, n), rng.uniform(-1.7, -0.3, n)], 1)
-    add(car, 1, 0.8)  # car
-    pole_angle = rng.uniform(-np.pi, np.pi, n // 2)
-    pole = np.stack(
-        [
-            -3 + 0.2 * np.cos(pole_angle),
-            -5 + 0.2 * np.sin(pole_angle),
-            rng.uniform(-1.7, 3, n // 2),
-        ],
-        1,
-    )
-    add(pole, 18, 0.6)  # pole
-    crown = rng.normal(0, 1.0, (n, 3)) + np.array([-8.0, 6.0, 2.0])
-    add(crown, 15, 0.3)  # vegetation
-    used = sum(len(p[0]) for p in parts)
-    clutter = np.stack(
-        [
-            rng.uniform(-15, 15, num_points - used),
-            rng.uniform(-15, 15, num_points - used),
-            rng.uniform(-1.7, 0.0, num_points - used),
-        ],
-        1,
-    )
-    add(clutter, 0, 0.1)  # unlabelled
-    xyz = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts]).astype(np.int32)
-    remission = np.concatenate([p[2] for p in parts])
-    remission = np.clip(remission + rng.normal(0, 0.02, len(remission)), 0, 1)
-    points = np.concatenate([xyz, remission[:, None]], 1).astype(np.float32)
-    order = rng.permutation(len(points))
-    return points[order], labels[order]
+NUM_POINTS = 704
+CAPACITIES = (192, 320, 144, 64, 24)  # ~160 / 250 / 115 / 48 / 16 voxels are active
 
 
 def make_batch() -> dict[str, np.ndarray]:
+    """Two small scans of the synthetic street world (12 azimuth steps of the 64-beam sensor),
+    padded to NUM_POINTS; training ids via the official learning map."""
     points = np.zeros((2, NUM_POINTS, 4), np.float32)
     labels = np.zeros((2, NUM_POINTS), np.int32)
     mask = np.zeros((2, NUM_POINTS), bool)
-    for b, count in enumerate((NUM_POINTS, NUM_POINTS - 80)):  # second sample padded
-        p, lab = tiny_scan(b, count)
-        points[b, :count], labels[b, :count], mask[b, :count] = p, lab, True
+    for b in range(2):
+        scan = render_scan(StreetWorld(seed=0, sequence=b), SensorConfig(azimuth_steps=12), b, 0)
+        count = len(scan.points)
+        assert count <= NUM_POINTS
+        points[b, :count], labels[b, :count] = scan.points, to_train_ids(scan.semantic)
+        mask[b, :count] = True
     return {"points": points, "point_mask": mask, "labels": labels}
 
 
@@ -183,12 +135,14 @@ def test_registered():
 
 
 def test_shapes_masks_and_point_logits(setup, evaluated):
-    _, batch, _, _, _, _ = setup
+    model, batch, _, _, _, _ = setup
     logits, aux, _ = evaluated
+    # Levels 3 and 4 of this grid have only 48 and 16 cells: their buckets are capped there.
+    assert model.level_capacities == (192, 320, 144, 48, 16)
     assert logits.shape == (2, NUM_POINTS, NUM_CLASSES) and logits.dtype == jnp.float32
     assert not np.asarray(aux["overflow"]).any()
     assert aux["loss_logits"].shape == (2, CAPACITIES[0], NUM_CLASSES)
-    assert aux["features"].shape == (2, CAPACITIES[4], 16 * 4)
+    assert aux["features"].shape == (2, 16, 16 * 4)
     for key in ("feature_mask", "feature_labels", "loss_labels", "loss_mask"):
         assert aux[key].shape[0] == 2
     logits, loss_logits = np.asarray(logits), np.asarray(aux["loss_logits"])
@@ -265,13 +219,23 @@ def test_feature_labels_match_brute_force_majority(setup, evaluated):
         assert num_labelled == len(votes)  # every voted cell is in the level's set
 
 
+def point_miou(predictions: np.ndarray, batch: dict[str, np.ndarray]) -> float:
+    """mIoU over the labelled classes present, counting real, labelled points only."""
+    counted = batch["point_mask"] & (batch["labels"] != 0)
+    ious = []
+    for c in np.unique(batch["labels"][counted]):
+        truth, pred = (batch["labels"] == c) & counted, (predictions == c) & counted
+        ious.append((truth & pred).sum() / (truth | pred).sum())
+    return float(np.mean(ious))
+
+
 def test_gradients_finite_and_overfit_one_scan(setup):
-    model, batch, variables, evaluate, optimizer, train_step = setup
+    _, batch, variables, evaluate, optimizer, train_step = setup
     params, batch_stats = variables["params"], variables["batch_stats"]
     opt_state = optimizer.init(params)
     start = time.perf_counter()
     history = []
-    for step in range(40):
+    for step in range(50):
         params, batch_stats, opt_state, loss, logits, grads = train_step(
             params, batch_stats, opt_state, batch
         )
@@ -283,16 +247,45 @@ def test_gradients_finite_and_overfit_one_scan(setup):
             # Only the released ResContextBlock's discarded bn1 gets no gradient.
             assert zero and all("context" in name and "conv2" in name for name in zero), zero
     elapsed = time.perf_counter() - start
-    assert np.isfinite(history).all() and history[-1] < 0.5 * history[0]
-    logits, _, _ = evaluate({"params": params, "batch_stats": batch_stats}, batch)
-    predictions = np.asarray(jnp.argmax(logits, -1))
-    present = [c for c in np.unique(batch["labels"][batch["point_mask"]]) if c != 0]
-    ious = []
-    for c in present:
-        truth = (batch["labels"] == c) & batch["point_mask"]
-        pred = (predictions == c) & batch["point_mask"] & (batch["labels"] != 0)
-        ious.append((truth & pred).sum() / max((truth | pred).sum(), 1))
-    # Chance on 6 classes is about 1/6 accuracy, i.e. an mIoU near 0.1.
-    print("overfit", np.mean(ious), ious, history[::5], elapsed)
-    assert np.mean(ious) > 0.7, (ious, history)
+    assert np.isfinite(history).all() and history[-1] < 0.1 * history[0], history
+    # About ten classes are present: uniform guessing gives an mIoU near 0.05. Voxel labels are
+    # lossy on this coarse grid (mixed voxels), so even a perfect voxel fit stays below 1.
+    train_miou = point_miou(np.asarray(jnp.argmax(logits, -1)), batch)  # batch statistics
+    eval_logits, _, _ = evaluate({"params": params, "batch_stats": batch_stats}, batch)
+    eval_miou = point_miou(np.asarray(jnp.argmax(eval_logits, -1)), batch)  # running statistics
+    assert train_miou > 0.75 and eval_miou > 0.75, (train_miou, eval_miou, history)
     assert elapsed < 60.0
+
+
+def test_point_refinement_head_matches_numpy(setup):
+    base, batch, _, _, _, _ = setup
+    model = base.clone(point_refinement=True)
+    key = jax.random.key(1, impl="unsafe_rbg")
+    variables = jax.jit(lambda b: model.init(key, b, train=False))(batch)
+    apply = jax.jit(lambda v, b: model.apply(v, b, train=False, mutable=["intermediates"]))
+    (logits, aux), state = apply(variables, batch)
+    point_hidden, gathered = (np.asarray(a) for a in state["intermediates"]["refine_inputs"][0])
+    decoded = np.asarray(state["intermediates"]["decoded"][0])
+    params, stats = variables["params"], variables["batch_stats"]["refine_bn"]
+    logits = np.asarray(logits)
+    for b in range(2):
+        real = batch["point_mask"][b]
+        _, point_row = np.unique(numpy_cells(batch["points"][b][real]), axis=0, return_inverse=True)
+        point_row = point_row.reshape(-1)
+        # Each point sees its own voxel's final decoder feature...
+        np.testing.assert_array_equal(gathered[b][real], decoded[b][point_row])
+        # ...and the head is Dense -> BN (running statistics) -> ReLU -> Dense, in float64 here.
+        fused = np.concatenate([point_hidden[b][real], gathered[b][real]], -1).astype(np.float64)
+        hidden = fused @ np.asarray(params["refine0"]["kernel"]) + params["refine0"]["bias"]
+        hidden = (hidden - stats["mean"]) / np.sqrt(np.asarray(stats["var"]) + 1e-5)
+        hidden = hidden * params["refine_bn"]["scale"] + params["refine_bn"]["bias"]
+        expected = np.maximum(hidden, 0) @ params["refine1"]["kernel"] + params["refine1"]["bias"]
+        np.testing.assert_allclose(logits[b][real], expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(logits[b][~real], 0.0)
+        # Unlike the voxel logits, points sharing a voxel get different refined logits.
+        shared = np.bincount(point_row) > 1
+        first_of_shared = [np.flatnonzero(point_row == r)[:2] for r in np.flatnonzero(shared)]
+        assert any(
+            not np.allclose(logits[b][real][i], logits[b][real][j]) for i, j in first_of_shared
+        )
+    assert aux["loss_logits"].shape == (2, model.level_capacities[0], NUM_CLASSES)

@@ -33,7 +33,9 @@ def random_batch(seed, densities=DENSITIES, grid=GRID, capacity=CAPACITY, channe
         rows = rng.permutation(capacity)[: len(active)]
         coords[b, rows] = active
         mask[b, rows] = True
-    feats = rng.normal(size=(len(densities), capacity, channels)).astype(np.float32) * mask[..., None]
+    feats = (
+        rng.normal(size=(len(densities), capacity, channels)).astype(np.float32) * mask[..., None]
+    )
     return sp.SparseTensor(jnp.asarray(coords), jnp.asarray(feats), jnp.asarray(mask), grid)
 
 
@@ -47,8 +49,14 @@ def to_dense(coords, mask, feats, grid):
 def dense_conv(dense, weight, stride=(1, 1, 1), dilation=(1, 1, 1)):
     pad = [((k // 2) * d, (k // 2) * d) for k, d in zip(weight.shape[:3], dilation)]
     out = jax.lax.conv_general_dilated(
-        jnp.asarray(dense)[None], weight, stride, pad, rhs_dilation=dilation,
-        dimension_numbers=DENSE_DIMS, precision="highest")
+        jnp.asarray(dense)[None],
+        weight,
+        stride,
+        pad,
+        rhs_dilation=dilation,
+        dimension_numbers=DENSE_DIMS,
+        precision="highest",
+    )
     return np.asarray(out[0])
 
 
@@ -127,28 +135,34 @@ def test_strided_and_inverse_match_dense(batch, weight3, method, stride, mode):
         mask = np.asarray(batch.mask[b])
         cmask = np.asarray(coarse.mask[b])
         ccoords = np.asarray(coarse.coords[b])[cmask]
-        assert {tuple(c) for c in ccoords} == expected_coarse_set(batch.coords[b], mask, stride,
-                                                                  mode)
+        assert {tuple(c) for c in ccoords} == expected_coarse_set(
+            batch.coords[b], mask, stride, mode
+        )
         dense = to_dense(batch.coords[b], mask, batch.feats[b], GRID)
         ref = dense_conv(dense, weight3, stride=stride)
-        np.testing.assert_allclose(np.asarray(down[b])[cmask], ref[tuple(ccoords.T)], rtol=1e-5,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(down[b])[cmask], ref[tuple(ccoords.T)], rtol=1e-5, atol=1e-5
+        )
         # Inverse conv = transpose of the dense strided conv (with in/out channels swapped),
         # applied to the coarse result placed on the coarse grid, read on the fine set.
         coarse_dense = np.zeros(ref.shape[:3] + (C_OUT,), np.float32)
         coarse_dense[tuple(ccoords.T)] = np.asarray(down[b])[cmask]
-        _, vjp = jax.vjp(lambda d: dense_conv_jnp(d, jnp.swapaxes(weight_up, 3, 4), stride),
-                         jnp.zeros(GRID + (C_IN,)))
+        _, vjp = jax.vjp(
+            lambda d: dense_conv_jnp(d, jnp.swapaxes(weight_up, 3, 4), stride),
+            jnp.zeros(GRID + (C_IN,)),
+        )
         (ref_up,) = vjp(jnp.asarray(coarse_dense))
         active = np.asarray(batch.coords[b])[mask]
-        np.testing.assert_allclose(np.asarray(up[b])[mask], np.asarray(ref_up)[tuple(active.T)],
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            np.asarray(up[b])[mask], np.asarray(ref_up)[tuple(active.T)], rtol=1e-4, atol=1e-4
+        )
         assert np.all(np.asarray(up[b])[~mask] == 0)
 
 
 def dense_conv_jnp(dense, weight, stride):
-    out = jax.lax.conv_general_dilated(dense[None], weight, stride, [(1, 1)] * 3,
-                                       dimension_numbers=DENSE_DIMS, precision="highest")
+    out = jax.lax.conv_general_dilated(
+        dense[None], weight, stride, [(1, 1)] * 3, dimension_numbers=DENSE_DIMS, precision="highest"
+    )
     return out[0]
 
 
@@ -182,8 +196,12 @@ def test_gradients_match_dense(batch, weight3, method):
             return jnp.vdot(dense_conv_jnp(d * occupied, w, (1, 1, 1)), dense_cot)
 
         g_dense, g_w = jax.grad(dense_loss, argnums=(0, 1))(dense, weight3)
-        np.testing.assert_allclose(np.asarray(grad_feats[b])[mask],
-                                   np.asarray(g_dense)[tuple(active.T)], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            np.asarray(grad_feats[b])[mask],
+            np.asarray(g_dense)[tuple(active.T)],
+            rtol=1e-4,
+            atol=1e-4,
+        )
         assert np.all(np.asarray(grad_feats[b])[~mask] == 0)
         ref_w += np.asarray(g_w)
     np.testing.assert_allclose(np.asarray(grad_w), ref_w, rtol=1e-4, atol=1e-4)
@@ -191,13 +209,25 @@ def test_gradients_match_dense(batch, weight3, method):
 
 def test_check_grads_pairs_and_strided(weight3):
     x = random_batch(4, densities=(0.2, 0.0), capacity=CAPACITY)
-    kmap = sp.submanifold_map(x, (3, 3, 3), pair_kernels=[(3, 1, 3)])
+    kmap = jax.jit(lambda x: sp.submanifold_map(x, (3, 3, 3), pair_kernels=[(3, 1, 3)]))(x)
     w = centred(weight3, (3, 1, 3))
-    check_grads(lambda f, w: sp.sparse_conv(f, kmap, w, in_mask=x.mask, method="pairs"),
-                (x.feats, w), order=1, modes=["rev"], atol=2e-2, rtol=2e-2)
-    coarse, dmap, _ = sp.downsample_map(x, (3, 3, 3), (2, 2, 1), CAPACITY)
-    check_grads(lambda f, w: sp.sparse_conv(f, dmap, w, out_mask=coarse.mask, method="pairs"),
-                (x.feats, weight3), order=1, modes=["rev"], atol=2e-2, rtol=2e-2)
+    check_grads(
+        jax.jit(lambda f, w: sp.sparse_conv(f, kmap, w, in_mask=x.mask, method="pairs")),
+        (x.feats, w),
+        order=1,
+        modes=["rev"],
+        atol=2e-2,
+        rtol=2e-2,
+    )
+    coarse, dmap, _ = jax.jit(lambda x: sp.downsample_map(x, (3, 3, 3), (2, 2, 1), CAPACITY))(x)
+    check_grads(
+        jax.jit(lambda f, w: sp.sparse_conv(f, dmap, w, out_mask=coarse.mask, method="pairs")),
+        (x.feats, weight3),
+        order=1,
+        modes=["rev"],
+        atol=2e-2,
+        rtol=2e-2,
+    )
 
 
 def test_public_submanifold_conv_jit_grad(batch, weight3):
@@ -210,8 +240,9 @@ def test_public_submanifold_conv_jit_grad(batch, weight3):
     ref = dense_conv(to_dense(coords, m, np.asarray(batch.feats[1]), GRID), w)
     np.testing.assert_allclose(np.asarray(out)[m], ref[tuple(active.T)], rtol=1e-5, atol=1e-5)
     assert np.all(np.asarray(out)[~m] == 0)
-    grad = jax.jit(jax.grad(lambda f, w: jnp.sum(sp.submanifold_conv(coords, f, w, mask) ** 2),
-                            argnums=(0, 1)))(feats, w)
+    grad = jax.jit(
+        jax.grad(lambda f, w: jnp.sum(sp.submanifold_conv(coords, f, w, mask) ** 2), argnums=(0, 1))
+    )(feats, w)
     assert np.all(np.isfinite(np.asarray(grad[1])))
     assert np.all(np.asarray(grad[0])[~m] == 0)
     # negative and large coordinates work without a grid extent (coordinates shifted)
@@ -220,8 +251,11 @@ def test_public_submanifold_conv_jit_grad(batch, weight3):
 
 
 def test_deterministic_and_no_recompilation(weight3):
-    step = jax.jit(lambda x, w: sp.sparse_conv(
-        x.feats, sp.submanifold_map(x, (3, 3, 3)), w, in_mask=x.mask, method="pairs"))
+    step = jax.jit(
+        lambda x, w: sp.sparse_conv(
+            x.feats, sp.submanifold_map(x, (3, 3, 3)), w, in_mask=x.mask, method="pairs"
+        )
+    )
     first = random_batch(10)
     out1 = np.asarray(step(first, weight3))
     out2 = np.asarray(step(first, weight3))

@@ -29,8 +29,13 @@ def _run_steps(devices, config, host_batches, tmp_path):
     run.checkpointer.close()
     state = run.init_fn()
     step = make_train_step(
-        run.model, run.tx, mesh, jax.random.key(config.seed),
-        trainer.loss_settings(config, None), LEAK, donate=False,
+        run.model,
+        run.tx,
+        mesh,
+        jax.random.key(config.seed),
+        trainer.loss_settings(config, None),
+        LEAK,
+        donate=False,
     )
     losses = []
     for batch in host_batches:
@@ -123,7 +128,9 @@ def test_resume_continues_exactly(config, source, straight_run, tmp_path):
 
 def test_non_finite_loss_stops_clearly(config, tmp_path):
     source = InMemorySource(8, nan_scan=5)
-    with pytest.raises(train_logging.NonFiniteLossError, match="non-finite training metrics at step"):
+    with pytest.raises(
+        train_logging.NonFiniteLossError, match="non-finite training metrics at step"
+    ):
         _train(config, source, tmp_path / "nan")
     steps = checkpoint.Checkpointer(tmp_path / "nan" / "checkpoints").all_steps()
     assert steps == []  # the NaN appears before the first checkpoint: nothing was saved

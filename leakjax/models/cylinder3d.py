@@ -98,7 +98,9 @@ class Cylinder3D(nn.Module):
       released_intervals: cell size range / (shape - 1) as released (else range / shape).
       init_size: channel width of the U-Net (32 released; 8/16 for CPU runs).
       point_widths, compressed_features: the point MLP widths and the voxel input width.
-      capacities: static voxel capacity of each of the 5 levels (input grid first).
+      capacities: static voxel capacity of each of the 5 levels (input grid first), capped at
+        the level's cell count. A ~120k-point synthetic scan has about 30.5k / 25k / 10.7k /
+        7.6k / 3.6k active voxels on the default grid; the defaults leave room for denser scans.
       feature_level: 0..4, which encoder features LEAK aligns (4 = bottleneck, the pooled output
         of the last ResBlock; level l < 4 is the pre-pooling output of ResBlock l + 2, the skip).
       loss_label_vote: "released" = every point label votes, unlabelled (0) included, ties to the
@@ -119,7 +121,7 @@ class Cylinder3D(nn.Module):
     init_size: int = 32
     point_widths: tuple[int, ...] = (64, 128, 256, 256)
     compressed_features: int = 16
-    capacities: tuple[int, int, int, int, int] = (120_000, 100_000, 60_000, 30_000, 16_000)
+    capacities: tuple[int, int, int, int, int] = (65_536, 65_536, 32_768, 16_384, 8_192)
     feature_level: int = 4
     loss_label_vote: str = "released"
     point_refinement: bool = False
@@ -137,6 +139,17 @@ class Cylinder3D(nn.Module):
             raise ValueError("Cylinder3D.conv_method must be 'auto' or 'gather'")
         if self.loss_label_vote not in ("released", "non_ignored"):
             raise ValueError("Cylinder3D.loss_label_vote must be 'released' or 'non_ignored'")
+
+    @property
+    def level_capacities(self) -> tuple[int, ...]:
+        """Static voxel capacity per level: the configured bucket, capped at the level's number
+        of cells (a level can never hold more, so a larger bucket only wastes memory)."""
+        shape, out = self.grid_shape, []
+        for level, capacity in enumerate(self.capacities):
+            if level > 0:  # spconv output extent with kernel 3, padding 1: ceil(n / stride)
+                shape = tuple(-(-n // s) for n, s in zip(shape, DOWN_STRIDES[level - 1]))
+            out.append(min(int(capacity), math.prod(shape)))
+        return tuple(out)
 
     @property
     def grid(self) -> sparse.VoxelGrid:
@@ -162,13 +175,14 @@ class Cylinder3D(nn.Module):
         self._check_config()
         points, point_mask, labels = batch["points"], batch["point_mask"], batch["labels"]
         grid = self.grid
-        voxels = sparse.voxelize(points[..., :3], point_mask, grid, self.capacities[0])
+        capacities = self.level_capacities
+        voxels = sparse.voxelize(points[..., :3], point_mask, grid, capacities[0])
         point_to_voxel = voxels.point_to_voxel  # [B, P]
         point_feats = cylindrical_point_features(points, voxels, grid)  # [B, P, 9]
 
         voxel_feats, point_hidden = CylinderPointNet(
             self.point_widths, self.compressed_features, self.bn_momentum, name="point_net"
-        )(point_feats, point_mask, point_to_voxel, self.capacities[0], train)
+        )(point_feats, point_mask, point_to_voxel, capacities[0], train)
         x = sparse.SparseTensor(
             coords=voxels.coords,
             feats=jnp.where(voxels.mask[..., None], voxel_feats, 0.0),
@@ -194,7 +208,7 @@ class Cylinder3D(nn.Module):
                 x,
                 kernel_size=(3, 3, 3),
                 stride=stride,
-                out_capacity=self.capacities[index + 1],
+                out_capacity=capacities[index + 1],
                 pair_kernels=((3, 3, 3),),
             )
             overflow = overflow | level_overflow
@@ -253,7 +267,7 @@ class Cylinder3D(nn.Module):
     def _aux(self, voxels, encoder, voxel_logits, labels, overflow) -> dict[str, jax.Array]:
         """The LEAK and loss tensors (see MODEL_API.md)."""
         point_to_voxel = voxels.point_to_voxel
-        capacity = self.capacities[0]
+        capacity = self.level_capacities[0]
         if self.loss_label_vote == "released":
             loss_labels = majority_label_all_votes(
                 labels, point_to_voxel, capacity, self.num_classes
@@ -276,7 +290,7 @@ class Cylinder3D(nn.Module):
             features.coords, features.mask, point_cells, point_to_voxel >= 0, features.spatial_shape
         )
         feature_labels = sparse.voxel_majority_label(
-            labels, point_to_feature, self.capacities[level], self.num_classes, ignore_index=0
+            labels, point_to_feature, features.capacity, self.num_classes, ignore_index=0
         )
         feature_labels = jnp.where(features.mask, feature_labels, 0)
         return {

@@ -174,7 +174,7 @@ def sparse_conv(
     if transpose and kernel_map.submanifold:
         raise ValueError("sparse_conv: transpose needs a down-sampling map, got a submanifold map")
     sel = sub_kernel_indices(kernel_map.kernel_size, kernel_size)
-    flat_weight = weight.reshape(-1, c_in, c_out)
+    flat_weight = jnp.asarray(weight).reshape(-1, c_in, c_out)
     if kernel_map.submanifold and out_mask is None:
         out_mask = in_mask
 

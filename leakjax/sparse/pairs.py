@@ -40,6 +40,19 @@ class PairList:
     tile_size: int = struct.field(pytree_node=False)
 
 
+def _layout(k_sel, worst, num_rows, pair_capacity, tile_size):
+    """Static (tile size, number of tiles) holding `pair_capacity` pairs (default `worst`)."""
+    tile = tile_size or default_tile_size(num_rows)
+    bound = worst if pair_capacity is None else min(int(pair_capacity), worst)
+    return tile, min(-(-bound // tile) + k_sel, k_sel * -(-num_rows // tile))
+
+
+def _tile_offsets(tile_end, num_tiles_capacity, k_sel):
+    """Offset position of every tile, given the cumulative tile counts per offset."""
+    tiles = jnp.arange(num_tiles_capacity)
+    return jnp.minimum(jnp.searchsorted(tile_end, tiles, side="right"), k_sel - 1).astype(jnp.int32)
+
+
 def default_tile_size(num_rows: int) -> int:
     """Tiles big enough for a fast GEMM, small enough that <= K part-empty tiles waste little."""
     return int(min(DEFAULT_MAX_TILE, max(8, 2 ** int(np.ceil(np.log2(max(num_rows, 1) / 64))))))
@@ -57,16 +70,13 @@ def build_pair_list(
 
     in_of_out int32 [N_out, K_sel]: input row feeding each output row through each selected offset
     (-1 if none); offsets: their static indices into the map's K; num_inputs: N_in (sentinel
-    row); pair_capacity: static bound on
-    the real pairs of the selected offsets (default: the worst case len(offsets) * N_out);
+    row); pair_capacity: static bound on the real pairs of the selected offsets (default: the
+    worst case len(offsets) * N_out);
     mirror_offsets: for a symmetric (submanifold) map, the index of -o for every selected o.
     """
     n_out = in_of_out.shape[0]
     k_sel = len(offsets)
-    tile = tile_size or default_tile_size(n_out)
-    worst = k_sel * n_out
-    bound = worst if pair_capacity is None else min(int(pair_capacity), worst)
-    num_tiles_capacity = min(-(-bound // tile) + k_sel, k_sel * -(-n_out // tile))
+    tile, num_tiles_capacity = _layout(k_sel, k_sel * n_out, n_out, pair_capacity, tile_size)
     slots = num_tiles_capacity * tile
 
     valid = in_of_out >= 0
@@ -78,9 +88,7 @@ def build_pair_list(
     slot = jnp.where(valid & (slot < slots), slot, slots)
     rows = jnp.broadcast_to(jnp.arange(n_out, dtype=jnp.int32)[:, None], slot.shape)
     out_rows = jnp.full((slots + 1,), n_out, jnp.int32).at[slot].set(rows)[:slots]
-    tile_offset = jnp.minimum(
-        jnp.searchsorted(tile_end, jnp.arange(num_tiles_capacity), side="right"), k_sel - 1
-    ).astype(jnp.int32)
+    tile_offset = _tile_offsets(tile_end, num_tiles_capacity, k_sel)
     slot_offset = jnp.repeat(tile_offset, tile, total_repeat_length=slots)
     in_rows = jnp.where(
         out_rows < n_out, in_of_out[jnp.minimum(out_rows, n_out - 1), slot_offset], num_inputs
@@ -94,5 +102,61 @@ def build_pair_list(
         overflow=tile_end[-1] > num_tiles_capacity,
         offsets=tuple(int(k) for k in offsets),
         mirror_offsets=None if mirror_offsets is None else tuple(int(k) for k in mirror_offsets),
+        tile_size=tile,
+    )
+
+
+def build_pair_list_from_triples(
+    offset_index,
+    in_rows,
+    out_rows,
+    offsets: np.ndarray,
+    num_inputs: int,
+    num_outputs: int,
+    pair_capacity: int | None = None,
+    tile_size: int | None = None,
+) -> PairList:
+    """Pair list of one sample from an unordered list of real pairs (no (N, K) table needed).
+
+    offset_index, in_rows, out_rows int32 [P]: the pairs (offset index into the map's K, input row,
+    output row); entries with out_rows >= num_outputs are not pairs. offsets: the static offset
+    indices to keep, in list order. One sort by (offset, output row) groups the pairs into tiles.
+    """
+    k_sel = len(offsets)
+    tile, num_tiles_capacity = _layout(
+        k_sel,
+        min(k_sel * num_outputs, offset_index.shape[0]),
+        num_outputs,
+        pair_capacity,
+        tile_size,
+    )
+    slots = num_tiles_capacity * tile
+    position = np.full(int(max(offsets)) + 1, -1, np.int32)
+    position[np.asarray(offsets)] = np.arange(k_sel, dtype=np.int32)
+    sel = jnp.asarray(position)[jnp.clip(offset_index, 0, len(position) - 1)]
+    valid = (out_rows < num_outputs) & (offset_index < len(position)) & (sel >= 0)
+    group_key = jnp.where(valid, sel * num_outputs + out_rows, k_sel * num_outputs)
+    group_key, in_sorted, out_sorted = jax.lax.sort((group_key, in_rows, out_rows), num_keys=1)
+    group = group_key // num_outputs  # k_sel for non-pairs (they sort last)
+    starts = jnp.searchsorted(group_key, jnp.arange(k_sel + 1) * num_outputs).astype(jnp.int32)
+    counts = starts[1:] - starts[:-1]
+    tiles_per_offset = -(-counts // tile)
+    tile_end = jnp.cumsum(tiles_per_offset)
+    tile_start = tile_end - tiles_per_offset
+    is_pair = group < k_sel
+    group = jnp.minimum(group, k_sel - 1)
+    slot = tile_start[group] * tile + jnp.arange(group.shape[0], dtype=jnp.int32) - starts[group]
+    slot = jnp.where(is_pair & (slot < slots), slot, slots)
+    in_list = jnp.full((slots + 1,), num_inputs, jnp.int32).at[slot].set(in_sorted)[:slots]
+    out_list = jnp.full((slots + 1,), num_outputs, jnp.int32).at[slot].set(out_sorted)[:slots]
+    return PairList(
+        in_rows=in_list,
+        out_rows=out_list,
+        tile_offset=_tile_offsets(tile_end, num_tiles_capacity, k_sel),
+        num_tiles=jnp.minimum(tile_end[-1], num_tiles_capacity).astype(jnp.int32),
+        num_pairs=jnp.sum(counts),
+        overflow=tile_end[-1] > num_tiles_capacity,
+        offsets=tuple(int(k) for k in offsets),
+        mirror_offsets=None,
         tile_size=tile,
     )

@@ -64,7 +64,7 @@ class Checkpointer:
     def restore(
         self, abstract_state: TrainState, step: int | None = None
     ) -> tuple[TrainState, dict[str, Any]]:
-        """Restores (state, metadata) at `step` (default latest) onto `abstract_state`'s shardings."""
+        """(state, metadata) at `step` (default: latest), placed on `abstract_state`'s shardings."""
         step = self._manager.latest_step() if step is None else step
         if step is None:
             raise ValueError(f"no checkpoint in {self.directory}")

@@ -6,8 +6,8 @@ Everything here is numpy on the host. A batch is a dict of
     "labels"     int32   [B, P]     training ids (0 = ignored, also on padding)
 where the point capacity P is the smallest of a few fixed `buckets` that holds every sample of the
 global batch, so the jitted steps compile once per bucket. A scan larger than the largest bucket is
-an error, never truncated. The only way points are left out is the explicit `max_points` option of
-`train_batches` (random subsampling for CPU-sized training runs; evaluation always sees every point).
+an error, never truncated. The only way points are left out is the explicit `max_points` option
+of `train_batches` (random subsampling for CPU-sized training runs; evaluation sees every point).
 
 Determinism: the sample at position k of the training stream (k = step * batch + j) is fixed by
 (seed, k): epoch e = k // n uses the permutation drawn from (seed, e), and the sample's augmentation
@@ -25,6 +25,8 @@ import jax
 import numpy as np
 
 from leakjax.augment import AugmentConfig, augment_points
+
+_RELEASED_AUGMENT = AugmentConfig()  # Cylinder3D's augmentation as released
 
 
 class ScanSource(Protocol):
@@ -53,7 +55,7 @@ def choose_capacity(num_points: int, buckets: Sequence[int], what: str) -> int:
 
 
 def pad_batch(samples: Sequence[tuple[np.ndarray, np.ndarray]], capacity: int) -> dict:
-    """Pads samples [(points [N_i, 4], labels [N_i])] to one batch of capacity P (see module doc)."""
+    """Pads [(points [N_i, 4], labels [N_i])] to one batch of capacity P (see module doc)."""
     batch_size = len(samples)
     points = np.zeros((batch_size, capacity, 4), np.float32)
     point_mask = np.zeros((batch_size, capacity), bool)
@@ -91,7 +93,7 @@ def train_batches(
     seed: int,
     start_step: int,
     buckets: Sequence[int],
-    augment: AugmentConfig | None = AugmentConfig(),
+    augment: AugmentConfig | None = _RELEASED_AUGMENT,
     max_points: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches from step `start_step` on (this process's share of each).
@@ -201,4 +203,3 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
             yield item
     finally:
         stop.set()
-

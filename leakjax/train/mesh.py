@@ -65,7 +65,7 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, name: str = "batch_size
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Host numpy batch (this process's samples, [B_local, ...]) -> global arrays sharded on `data`."""
+    """This process's numpy samples [B_local, ...] -> global arrays [B, ...] sharded on `data`."""
     sharding = batch_sharding(mesh)
     return {
         key: jax.make_array_from_process_local_data(sharding, value)

@@ -25,7 +25,7 @@ class TrainState:
     Attributes:
       step: int32 [] number of optimiser updates applied so far.
       params: model parameters (Flax collection "params").
-      batch_stats: BatchNorm running statistics (collection "batch_stats"; {} if the model has none).
+      batch_stats: BatchNorm running statistics (collection "batch_stats"; {} if none).
       prototypes: LEAK prototype bank (collection "prototypes"; {} when LEAK is off).
       opt_state: the optax optimiser state of `params`.
     """
@@ -37,7 +37,7 @@ class TrainState:
     opt_state: PyTree
 
     def variables(self) -> dict[str, PyTree]:
-        """The Flax variables dict for `model.apply` (without prototypes, which models never see)."""
+        """The Flax variables for `model.apply` (no prototypes: models never see them)."""
         if self.batch_stats:
             return {"params": self.params, "batch_stats": self.batch_stats}
         return {"params": self.params}

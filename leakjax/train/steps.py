@@ -38,10 +38,13 @@ class LossSettings:
     Attributes:
       class_weights: float [C] cross-entropy weights (leakjax.losses.class_weights) or None.
       lovasz_weight: weight of the Lovasz-softmax term (1 for Cylinder3D as released, 0 = off).
+      point_ce_weight: weight of an extra cross-entropy on the returned per-point logits (for
+        models whose point logits are not the loss logits, e.g. Cylinder3D's point refinement).
     """
 
     class_weights: tuple[float, ...] | None = None
     lovasz_weight: float = 0.0
+    point_ce_weight: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +84,14 @@ class LeakSettings:
         return variables["prototypes"]
 
 
-def model_loss(aux: dict[str, jax.Array], settings: LossSettings) -> jax.Array:
-    """L0: masked (weighted) cross-entropy + lovasz_weight * Lovasz-softmax, class 0 ignored."""
+def model_loss(
+    point_logits: jax.Array,
+    batch: dict[str, jax.Array],
+    aux: dict[str, jax.Array],
+    settings: LossSettings,
+) -> jax.Array:
+    """L0: masked (weighted) cross-entropy + lovasz_weight * Lovasz-softmax on the loss logits
+    (+ point_ce_weight * cross-entropy on the point logits [B, P, C]), class 0 ignored."""
     logits, labels, valid = aux["loss_logits"], aux["loss_labels"], aux["loss_mask"]
     weights = None if settings.class_weights is None else np.asarray(settings.class_weights)
     loss = losses.cross_entropy(logits, labels, valid, weights, ignore_index=IGNORE_INDEX)
@@ -90,6 +99,10 @@ def model_loss(aux: dict[str, jax.Array], settings: LossSettings) -> jax.Array:
         probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         loss = loss + settings.lovasz_weight * losses.lovasz_softmax(
             probs, labels, valid, ignore_index=IGNORE_INDEX
+        )
+    if settings.point_ce_weight:
+        loss = loss + settings.point_ce_weight * losses.cross_entropy(
+            point_logits, batch["labels"], batch["point_mask"], weights, ignore_index=IGNORE_INDEX
         )
     return loss
 
@@ -130,10 +143,10 @@ def make_train_step(
         if state.batch_stats:
             variables["batch_stats"] = state.batch_stats
             mutable = ["batch_stats"]
-        (_, aux), updates = model.apply(
+        (point_logits, aux), updates = model.apply(
             variables, batch, train=True, mutable=mutable, rngs={"dropout": dropout_key}
         )
-        loss0 = model_loss(aux, loss_settings)
+        loss0 = model_loss(point_logits, batch, aux, loss_settings)
         terms = {"loss_model": loss0}
         prototypes = state.prototypes
         total = loss0
@@ -226,8 +239,11 @@ def make_train_step(
 
 def make_eval_step(
     model: nn.Module, mesh: Mesh, num_classes: int, predict_ignored: bool = False
-) -> Callable[[TrainState, dict[str, jax.Array]], dict[str, jax.Array]]:
-    """Builds the jitted `eval_step(state, batch) -> {"confusion", "overflow"}`.
+) -> Callable[[dict[str, Any], dict[str, jax.Array]], dict[str, jax.Array]]:
+    """Builds the jitted `eval_step(variables, batch) -> {"confusion", "overflow"}`.
+
+    `variables` = `state.variables()` (params and batch_stats only), so a baseline and a LEAK run
+    of the same model share one compiled program.
 
     The prediction of a point is the argmax of its logits over classes 1..C-1 (the ignored class is
     never trained as a target, so it is not predicted) unless `predict_ignored`; with the official
@@ -235,8 +251,8 @@ def make_eval_step(
     labelled points (rows ground truth, columns prediction, row 0 empty).
     """
 
-    def eval_step(state: TrainState, batch: dict[str, jax.Array]):
-        logits, aux = model.apply(state.variables(), batch, train=False)
+    def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array]):
+        logits, aux = model.apply(variables, batch, train=False)
         if predict_ignored:
             prediction = jnp.argmax(logits, axis=-1)
         else:

@@ -33,7 +33,7 @@ _FLAGS = ("overflow", "label_errors")  # per-step error indicators, checked, not
 
 
 class CapacityOverflowError(RuntimeError):
-    """A model's internal capacity (voxels, kernel-map pairs) was exceeded: results would be wrong."""
+    """A model's internal capacity (voxels, kernel-map pairs) was exceeded: results are wrong."""
 
 
 @dataclasses.dataclass
@@ -69,7 +69,7 @@ def build_run(
     mesh: Mesh,
     leak_settings: LeakSettings | None,
 ) -> Run:
-    """Model, optimiser, state initialiser and its abstract (shape + sharding) twin, checkpointer."""
+    """Model, optimiser, state initialiser, its abstract (shape + sharding) twin, checkpointer."""
     model = build_model(config)
     tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
     init_prototypes = None if leak_settings is None else leak_settings.init_prototypes
@@ -92,7 +92,9 @@ def build_run(
     return Run(model, tx, schedule, init_fn, abstract_state, checkpointer)
 
 
-def loss_settings(config: ml_collections.ConfigDict, class_counts: np.ndarray | None) -> LossSettings:
+def loss_settings(
+    config: ml_collections.ConfigDict, class_counts: np.ndarray | None
+) -> LossSettings:
     """L0 settings from config.loss; `class_counts` [C] (training labels) for a CE weighting."""
     weights = None
     if config.loss.ce_weighting != "none":
@@ -104,7 +106,11 @@ def loss_settings(config: ml_collections.ConfigDict, class_counts: np.ndarray | 
                 class_counts, config.loss.ce_weighting, ignore_index=0, normalize=True
             )
         )
-    return LossSettings(class_weights=weights, lovasz_weight=float(config.loss.lovasz_weight))
+    return LossSettings(
+        class_weights=weights,
+        lovasz_weight=float(config.loss.lovasz_weight),
+        point_ce_weight=float(config.loss.get("point_ce_weight", 0.0)),
+    )
 
 
 def _check_step_metrics(step: int, metrics: dict[str, Any], where: str) -> None:
@@ -240,19 +246,18 @@ def evaluate(
     mesh: Mesh,
     config: ml_collections.ConfigDict,
 ) -> np.ndarray:
-    """Predicts every point of `source`; returns the summed confusion int64 [C, C] (rows = truth)."""
+    """Predicts every point of `source`; returns the summed confusion int64 [C, C] (rows truth)."""
     check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
     eval_step = make_eval_step(
         model, mesh, config.data.num_classes, predict_ignored=config.eval.predict_ignored
     )
     num_classes = config.data.num_classes
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    batches = input_pipeline.eval_batches(
-        source, config.eval.batch_size, config.data.point_buckets
-    )
+    batches = input_pipeline.eval_batches(source, config.eval.batch_size, config.data.point_buckets)
+    variables = state.variables()
     pending = None
     for index, host_batch in enumerate(input_pipeline.prefetch(batches)):
-        outputs = eval_step(state, global_batch(host_batch, mesh))
+        outputs = eval_step(variables, global_batch(host_batch, mesh))
         if pending is not None:  # fetch one batch late so the host never waits on the device
             confusion += _fetch_confusion(pending, index - 1)
         pending = outputs
@@ -266,5 +271,3 @@ def _fetch_confusion(outputs: dict[str, jax.Array], index: int) -> np.ndarray:
     if bool(host["overflow"]):
         raise CapacityOverflowError(f"evaluation batch {index}: model capacity overflow")
     return np.asarray(host["confusion"], np.int64)
-
-
