@@ -1,9 +1,11 @@
 """Cylinder3D end to end on a tiny grid: shapes and masks, level sets vs. a brute-force spconv
 down-sampling in numpy, the up path restoring each level's set, finite gradients, LEAK feature
-labels vs. a brute-force majority vote, and overfitting one scan.
+labels vs. a brute-force majority vote, overfitting one scan, and the point refinement head.
 
-One network configuration (grid 32 x 24 x 16, init_size 4, ~350 voxels per scan) is compiled
-three times per module (init, eval forward, train step) through module-scoped fixtures.
+One network configuration (grid 32 x 24 x 16, init_size 4, ~160 voxels per scan) is compiled
+three times per module (init, eval forward, train step) through module-scoped fixtures, plus the
+refinement variant twice (init, eval). The convs use the "gather" dataflow to keep compile time
+down; the sparse core's tests check it against the pair-list dataflow.
 """
 
 import collections
@@ -289,3 +291,18 @@ def test_point_refinement_head_matches_numpy(setup):
             not np.allclose(logits[b][real][i], logits[b][real][j]) for i, j in first_of_shared
         )
     assert aux["loss_logits"].shape == (2, model.level_capacities[0], NUM_CLASSES)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"capacities": (64, 64, 64, 64)}, "capacities"),
+        ({"feature_level": 5}, "feature_level"),
+        ({"loss_label_vote": "mode"}, "loss_label_vote"),
+        ({"conv_method": "dense"}, "conv_method"),
+    ],
+)
+def test_bad_config_raises(kwargs, message):
+    model = Cylinder3D(grid_shape=GRID_SHAPE, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        jax.eval_shape(lambda b: model.init(jax.random.key(0), b), make_batch())

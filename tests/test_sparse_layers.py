@@ -42,10 +42,10 @@ class TinyNet(nn.Module):
 def test_submconv_layer_matches_dense_conv():
     x = random_tensor(0, 80)
     layer = sp.SubMConv3d(4, (3, 1, 3), use_bias=True)
-    kmap = sp.submanifold_map(x, pair_kernels=[(3, 1, 3)])
-    params = layer.init(jax.random.key(0), x, kmap)
+    kmap = jax.jit(lambda x: sp.submanifold_map(x, pair_kernels=[(3, 1, 3)]))(x)
+    params = jax.jit(layer.init)(jax.random.key(0), x, kmap)
     params = jax.tree.map(lambda p: p + 0.5, params)  # non-zero bias
-    out = layer.apply(params, x, kmap)
+    out = jax.jit(layer.apply)(params, x, kmap)
     kernel, bias = params["params"]["kernel"], params["params"]["bias"]
     assert kernel.shape == (3, 1, 3, 3, 4)
     for b in range(x.coords.shape[0]):
@@ -116,7 +116,7 @@ def test_network_sharded_over_four_devices_matches_single_device():
     assert len(devices) == 4
     x = random_tensor(2, 96)
     net = TinyNet()
-    variables = net.init(jax.random.key(0), x)
+    variables = jax.jit(net.init)(jax.random.key(0), x)
 
     def apply(v, x):
         return net.apply(v, x, mutable=["batch_stats"])

@@ -65,7 +65,9 @@ def table_triples(table, offsets):
 def test_submanifold_map_and_pairs_match_brute_force(kernel, dilation):
     x = random_tensor(0)
     sub = (1, 3, 1) if kernel[2] == 1 else (1, 3, 3)
-    kmap = sp.submanifold_map(x, kernel, dilation, pair_kernels=[kernel, sub], tile_size=8)
+    kmap = jax.jit(
+        lambda x: sp.submanifold_map(x, kernel, dilation, pair_kernels=[kernel, sub], tile_size=8)
+    )(x)
     centre = np.prod(kernel) // 2
     for b in range(x.coords.shape[0]):
         ref = brute_submanifold(x.coords[b], x.mask[b], kernel, dilation)
@@ -82,9 +84,9 @@ def test_submanifold_map_and_pairs_match_brute_force(kernel, dilation):
 def test_downsample_map_matches_brute_force(stride, mode):
     x = random_tensor(1)
     out_capacity = 3 * CAPACITY  # stride 1 on an axis can give more coarse cells than fine ones
-    coarse, dmap, overflow = sp.downsample_map(
-        x, (3, 3, 3), stride, out_capacity, mode, tile_size=8
-    )
+    coarse, dmap, overflow = jax.jit(
+        lambda x: sp.downsample_map(x, (3, 3, 3), stride, out_capacity, mode, tile_size=8)
+    )(x)
     assert not np.any(overflow) and not np.any(dmap.overflow)
     assert coarse.stride == stride
     assert coarse.spatial_shape == tuple(-(-g // s) for g, s in zip(GRID, stride))
@@ -131,10 +133,12 @@ def test_downsample_map_matches_brute_force(stride, mode):
 def test_overflow_flags():
     x = random_tensor(2, densities=(0.5, 0.002))
     for mode in ("spconv", "floor"):
-        coarse, _, overflow = sp.downsample_map(x, (3, 3, 3), (2, 2, 2), 20, mode)
+        coarse, _, overflow = jax.jit(
+            lambda x, mode=mode: sp.downsample_map(x, (3, 3, 3), (2, 2, 2), 20, mode)
+        )(x)
         np.testing.assert_array_equal(np.asarray(overflow), [True, False])
         assert int(coarse.mask[0].sum()) == 20  # capped, and flagged
-    kmap = sp.submanifold_map(x, pair_capacity=40, tile_size=8)
+    kmap = jax.jit(lambda x: sp.submanifold_map(x, pair_capacity=40, tile_size=8))(x)
     np.testing.assert_array_equal(np.asarray(kmap.overflow), [True, False])
     with pytest.raises(ValueError, match="spatial_shape"):
         sp.submanifold_map(x.replace(spatial_shape=(2048, 2048, 1024)))

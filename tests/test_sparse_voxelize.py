@@ -61,7 +61,7 @@ def test_voxelize_matches_numpy(grid):
 def test_voxelize_overflow_flagged_never_silent():
     points, mask = random_points(1)
     grid = GRIDS[0]
-    vox = sp.voxelize(points, mask, grid, 16)
+    vox = jax.jit(sp.voxelize, static_argnums=(2, 3))(points, mask, grid, 16)
     for b in range(points.shape[0]):
         cells, _ = numpy_cells(points[b], grid)
         n = len(np.unique(cells[mask[b]], axis=0))
@@ -78,7 +78,7 @@ def test_voxelize_overflow_flagged_never_silent():
 def test_reductions_and_gather_match_numpy():
     points, mask = random_points(2)
     grid = GRIDS[0]
-    vox = sp.voxelize(points, mask, grid, CAPACITY)
+    vox = jax.jit(sp.voxelize, static_argnums=(2, 3))(points, mask, grid, CAPACITY)
     rng = np.random.default_rng(3)
     values = rng.normal(size=points.shape[:2] + (2,)).astype(np.float32)
     labels = rng.integers(0, 5, points.shape[:2]).astype(np.int32)

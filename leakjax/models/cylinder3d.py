@@ -169,8 +169,9 @@ class Cylinder3D(nn.Module):
         Returns:
           (per-point logits float32 [B, P, num_classes], aux dict per MODEL_API plus
            "feature_coords" int32 [B, Nf, 3] and "num_voxels" int32 [B] at the input level).
-          With mutable=["intermediates"], each level's voxel set ("encoder_set_l": coords, mask)
-          and decoder output ("decoder_l": coords, mask, feats) are sown for inspection.
+          With mutable=["intermediates"], each level's voxel set ("encoder_set_l": coords, mask),
+          decoder output ("decoder_l": coords, mask, feats), the classifier input ("decoded")
+          and the refinement inputs ("refine_inputs") are sown for inspection.
         """
         self._check_config()
         points, point_mask, labels = batch["points"], batch["point_mask"], batch["labels"]
@@ -230,6 +231,7 @@ class Cylinder3D(nn.Module):
             self.sow("intermediates", f"decoder_{fine}", (x.coords, x.mask, x.feats))
         recon = blocks.ReconBlock(2 * width, norm, method, name="recon")(x, level_maps[0], train)
         decoded = recon.replace(feats=jnp.concatenate([recon.feats, x.feats], axis=-1))
+        self.sow("intermediates", "decoded", decoded.feats)
         voxel_logits = sparse.SubMConv3d(
             self.num_classes,
             kernel_size=(3, 3, 3),
@@ -255,6 +257,7 @@ class Cylinder3D(nn.Module):
         """Point-wise refinement: MLP on [point MLP feature, gathered voxel feature]."""
         mask = point_mask[..., None]
         gathered = sparse.gather_to_points(decoded.feats, point_to_voxel)
+        self.sow("intermediates", "refine_inputs", (point_hidden, gathered))
         fused = jnp.concatenate([point_hidden, gathered], axis=-1)
         hidden = nn.Dense(self.refinement_hidden, kernel_init=TORCH_INIT, name="refine0")(fused)
         hidden = nn.BatchNorm(

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from leakjax.sparse.kernel_map import KernelMap, kernel_offsets, sub_kernel_indices
-from leakjax.sparse.pairs import PairList
+from leakjax.sparse.pairs import PairList, build_pair_list
 from leakjax.sparse.search import build_index, lookup
 
 METHODS = ("auto", "pairs", "gather")
@@ -48,9 +48,9 @@ def _rows(x, rows):
     return x.at[rows].get(mode="fill", fill_value=0)
 
 
-def _step(acc, src_ext, src_rows, dst_rows, weight):
-    """acc[dst_rows] += src_ext[src_rows] @ weight; sentinel rows (== len(acc)) write nowhere."""
-    return acc.at[dst_rows].add(_rows(src_ext, src_rows) @ weight, mode="drop")
+def _step(acc, src, src_rows, dst_rows, weight):
+    """acc[dst_rows] += src[src_rows] @ weight; sentinel rows (== len(acc)) write nowhere."""
+    return acc.at[dst_rows].add(_rows(src, src_rows) @ weight, mode="drop")
 
 
 def _tile_slice(rows, i, tile):
@@ -67,14 +67,13 @@ def _walk(static, src, weight, mirror_weight, src_rows, dst_rows, tile_offset, n
     """out[b, dst] += src[b, src] @ weight[k] over used tiles (mirrored: out[b, src] += src[b, dst]
     @ mirror_weight[k] too). src [B, N_src, C_in] -> [B, n_dst, C_out]."""
     n_dst, tile = static
-    src_ext = src
 
     def body(i, out):
         s, d = _tile_slice(src_rows, i, tile), _tile_slice(dst_rows, i, tile)
         k = tile_offset[:, i]
-        out = jax.vmap(_step)(out, src_ext, s, d, weight[k])
+        out = jax.vmap(_step)(out, src, s, d, weight[k])
         if mirror_weight is not None:
-            out = jax.vmap(_step)(out, src_ext, d, s, mirror_weight[k])
+            out = jax.vmap(_step)(out, src, d, s, mirror_weight[k])
         return out
 
     init = jnp.zeros((src.shape[0], n_dst, weight.shape[-1]), src.dtype)
@@ -91,17 +90,15 @@ def _tile_conv_fwd(static, src, weight, mirror_weight, src_rows, dst_rows, tile_
     return out, (src, weight, mirror_weight, src_rows, dst_rows, tile_offset, num_tiles)
 
 
-def _weight_step(acc, k, a_ext, a_rows, b_ext, b_rows):
-    """acc[k] += a_ext[a_rows]^T @ b_ext[b_rows] (one tile's weight gradient)."""
-    return acc.at[k].add(_rows(a_ext, a_rows).T @ _rows(b_ext, b_rows))
+def _weight_step(acc, k, a, a_rows, b, b_rows):
+    """acc[k] += a[a_rows]^T @ b[b_rows] (one tile's weight gradient)."""
+    return acc.at[k].add(_rows(a, a_rows).T @ _rows(b, b_rows))
 
 
 def _tile_conv_bwd(static, residuals, grad_out):
     src, weight, mirror_weight, src_rows, dst_rows, tile_offset, num_tiles = residuals
     _, tile = static
     mirrored = mirror_weight is not None
-    src_ext = src
-    grad_ext = grad_out
     weight_t = jnp.swapaxes(weight, 1, 2)
     mirror_t = jnp.swapaxes(mirror_weight, 1, 2) if mirrored else None
     batch = src.shape[0]
@@ -110,11 +107,11 @@ def _tile_conv_bwd(static, residuals, grad_out):
         grad_src, grad_w, grad_mw = carry
         s, d = _tile_slice(src_rows, i, tile), _tile_slice(dst_rows, i, tile)
         k = tile_offset[:, i]
-        grad_src = jax.vmap(_step)(grad_src, grad_ext, d, s, weight_t[k])
-        grad_w = jax.vmap(_weight_step)(grad_w, k, src_ext, s, grad_ext, d)
+        grad_src = jax.vmap(_step)(grad_src, grad_out, d, s, weight_t[k])
+        grad_w = jax.vmap(_weight_step)(grad_w, k, src, s, grad_out, d)
         if mirrored:
-            grad_src = jax.vmap(_step)(grad_src, grad_ext, s, d, mirror_t[k])
-            grad_mw = jax.vmap(_weight_step)(grad_mw, k, src_ext, d, grad_ext, s)
+            grad_src = jax.vmap(_step)(grad_src, grad_out, s, d, mirror_t[k])
+            grad_mw = jax.vmap(_weight_step)(grad_mw, k, src, d, grad_out, s)
         return grad_src, grad_w, grad_mw
 
     zeros_w = jnp.zeros((batch,) + weight.shape, weight.dtype)
@@ -230,6 +227,12 @@ def submanifold_conv(coords, feats, weight, mask=None) -> jax.Array:
     queries = coords[:, None, :].astype(jnp.int32) + offsets[None]
     table = lookup(index, queries, jnp.broadcast_to(mask[:, None], queries.shape[:2]))
     safe_feats = jnp.where(mask[:, None], feats, 0)
-    flat_weight = weight.reshape(-1, weight.shape[3], weight.shape[4])
-    out = gather_conv(safe_feats, table, flat_weight)
+    flat_weight = jnp.asarray(weight).reshape(-1, weight.shape[3], weight.shape[4])
+    centre = flat_weight.shape[0] // 2
+    others = np.asarray([k for k in range(flat_weight.shape[0]) if k != centre], np.int32)
+    out = safe_feats @ flat_weight[centre]
+    if others.size:  # real pairs only; worst-case capacity, which costs no arithmetic when unused
+        pairs = build_pair_list(table[:, others], others, coords.shape[0])
+        batched = jax.tree.map(lambda a: a[None], pairs)
+        out = out + pair_conv(safe_feats[None], batched, flat_weight[others])[0]
     return jnp.where(mask[:, None], out, 0)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from leakjax.sparse.pairs import PairList, build_pair_list, build_pair_list_from_triples
+from leakjax.sparse.pairs import PairList, build_pair_list
 from leakjax.sparse.search import build_index, column_lookup
 from leakjax.sparse.tensor import (
     SENTINEL_KEY,
@@ -195,19 +195,17 @@ def submanifold_map(
 
 
 def _unique_sorted(keys, capacity):
-    """Fixed-size unique of int32 keys [P].
+    """Fixed-size unique of int32 keys [P] -> (sorted unique keys [capacity], uncapped count).
 
-    Returns (sorted unique keys [capacity], count before capping, order [P] that sorts `keys`,
-    row [P]: unique row of each sorted key, capacity for padding keys and capped rows).
+    A key-only sort: XLA sorts a single int32 array several times faster than one with a payload.
     """
-    keys, order = jax.lax.sort((keys, jnp.arange(keys.shape[0], dtype=jnp.int32)), num_keys=1)
+    keys = jnp.sort(keys)
     is_new = (keys != jnp.roll(keys, 1)).at[0].set(True) & (keys != SENTINEL_KEY)
     rank = jnp.cumsum(is_new, dtype=jnp.int32) - 1
     count = jnp.sum(is_new).astype(jnp.int32)
     slot = jnp.where(is_new & (rank < capacity), rank, capacity)
     unique = jnp.full((capacity,), SENTINEL_KEY, jnp.int32).at[slot].min(keys, mode="drop")
-    row = jnp.where((keys != SENTINEL_KEY) & (rank < capacity), rank, capacity)
-    return unique, count, order, row
+    return unique, count
 
 
 def downsample_map(
@@ -259,65 +257,51 @@ def downsample_map(
         cand_ok = mask[:, None] & jnp.all(
             (candidates >= 0) & (candidates < jnp.asarray(out_shape)), -1
         )
-        unique, count, order, out_row = _unique_sorted(
-            encode_keys(candidates, cand_ok, out_shape).reshape(-1), out_capacity
-        )
+        keys = encode_keys(candidates, cand_ok, out_shape)
+        unique, count = _unique_sorted(keys.reshape(-1), out_capacity)
         out_mask = unique != SENTINEL_KEY
         out_coords = jnp.where(out_mask[:, None], decode_keys(unique, out_shape), 0)
         if mode == "floor":  # pairs also join cells other than floor(p / s): search them
             fine_index = build_index(coords, mask, x.spatial_shape)
             neighbours = column_lookup(fine_index, out_coords * s, out_mask, columns, z_offsets)
             neighbours = neighbours.reshape(out_capacity, -1)
-            in_row = neighbours
-            out_row = jnp.broadcast_to(
-                jnp.arange(out_capacity, dtype=jnp.int32)[:, None], neighbours.shape
+        else:  # every candidate is a real pair (fine row, coarse row, tap): look up its row only
+            out_row = jnp.searchsorted(unique, keys).astype(jnp.int32)
+            found = (keys != SENTINEL_KEY) & (
+                unique[jnp.minimum(out_row, out_capacity - 1)] == keys
             )
-            out_row = jnp.where(neighbours >= 0, out_row, out_capacity)
-            offset_index = jnp.broadcast_to(
-                jnp.arange(num_offsets, dtype=jnp.int32), neighbours.shape
+            out_row = jnp.where(found, out_row, out_capacity)  # [N, M]
+            offset_index = (tap[..., 0] * kernel_size[1] + tap[..., 1]) * kernel_size[2] + tap[
+                ..., 2
+            ]
+            in_row = jnp.broadcast_to(
+                jnp.arange(coords.shape[0], dtype=jnp.int32)[:, None], out_row.shape
             )
-        else:  # every candidate is a real pair (fine row, coarse row, tap): no search needed
-            candidates_per_row = candidates.shape[1]
-            in_row = order // candidates_per_row
-            flat_tap = tap.reshape(-1, 3)[order]
-            offset_index = (flat_tap[:, 0] * kernel_size[1] + flat_tap[:, 1]) * kernel_size[
-                2
-            ] + flat_tap[:, 2]
             neighbours = (
                 jnp.full((out_capacity + 1, num_offsets), -1, jnp.int32)
-                .at[out_row, offset_index]
+                .at[out_row, jnp.where(found, offset_index, 0)]
                 .set(in_row)[:out_capacity]
             )
         # Fine-major table (gather path of the inverse conv); dropped by XLA when unused.
-        is_pair = out_row < out_capacity
+        target = jnp.where(neighbours >= 0, neighbours, x.capacity)
+        rows = jnp.broadcast_to(jnp.arange(out_capacity, dtype=jnp.int32)[:, None], target.shape)
         reverse = (
             jnp.full((x.capacity + 1, num_offsets), -1, jnp.int32)
-            .at[jnp.where(is_pair, in_row, x.capacity), offset_index]  # [P] or [N_out, K]
-            .set(out_row)[: x.capacity]
+            .at[target, jnp.arange(num_offsets)]
+            .set(rows)[: x.capacity]
         )
-        triples = (offset_index.reshape(-1), in_row.reshape(-1), out_row.reshape(-1))
-        return out_coords, out_mask, neighbours, reverse, count > out_capacity, triples
+        return out_coords, out_mask, neighbours, reverse, count > out_capacity
 
-    out_coords, out_mask, neighbours, reverse, overflow, triples = jax.vmap(one)(x.coords, x.mask)
-    if mode == "floor":
-        pairs = _pair_lists(
-            lambda sel: neighbours[:, :, sel],
-            x.capacity,
-            kernel_size,
-            pair_kernels,
-            False,
-            pair_capacity,
-            tile_size,
-        )
-    else:
-        pairs = {}
-        for sub in (tuple(kernel_size),) if pair_kernels is None else pair_kernels:
-            sel = sub_kernel_indices(kernel_size, sub)
-            pairs[tuple(sub)] = jax.vmap(
-                lambda k, i, o, sel=sel: build_pair_list_from_triples(
-                    k, i, o, sel, x.capacity, out_capacity, pair_capacity, tile_size
-                )
-            )(*triples)
+    out_coords, out_mask, neighbours, reverse, overflow = jax.vmap(one)(x.coords, x.mask)
+    pairs = _pair_lists(
+        lambda sel: neighbours[:, :, sel],
+        x.capacity,
+        kernel_size,
+        pair_kernels,
+        False,
+        pair_capacity,
+        tile_size,
+    )
     coarse = SparseTensor(
         coords=out_coords,
         feats=jnp.zeros(out_coords.shape[:2] + (0,), jnp.float32),
