@@ -244,10 +244,15 @@ def breakdown(level: Level, reps: int) -> dict[str, float]:
         def body(i, acc):
             src = jax.lax.dynamic_slice_in_dim(pairs.in_rows, i * tile, tile)
             dst = jax.lax.dynamic_slice_in_dim(pairs.out_rows, i * tile, tile)
-            rows = feats.at[src].get(mode="fill", fill_value=0) if piece != "gemm" else feats[:tile]
+            if piece == "gemm":  # contiguous rows that change with i (no gather, not hoistable)
+                rows = jax.lax.dynamic_slice_in_dim(feats, (i % 16) * tile, tile)
+            else:
+                rows = feats.at[src].get(mode="fill", fill_value=0)
             prod = rows @ weight if piece != "gather" else rows
-            if piece == "scatter":
-                return acc.at[dst].add(feats[:tile], mode="drop")
+            if piece == "scatter":  # rows that change with i, added at the real output rows
+                return acc.at[dst].add(
+                    jax.lax.dynamic_slice_in_dim(feats, (i % 16) * tile, tile), mode="drop"
+                )
             return acc.at[:tile].add(prod) if piece != "all" else acc.at[dst].add(prod, mode="drop")
 
         # both directions of the mirrored list, as the conv does
