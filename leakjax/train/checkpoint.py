@@ -65,9 +65,7 @@ class Checkpointer:
         self, abstract_state: TrainState, step: int | None = None
     ) -> tuple[TrainState, dict[str, Any]]:
         """(state, metadata) at `step` (default: latest), placed on `abstract_state`'s shardings."""
-        step = self._manager.latest_step() if step is None else step
-        if step is None:
-            raise ValueError(f"no checkpoint in {self.directory}")
+        step = self._resolve_step(step)
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
@@ -78,9 +76,7 @@ class Checkpointer:
 
     def restore_metadata(self, step: int | None = None) -> dict[str, Any]:
         """Only the JSON metadata of a checkpoint (config, hierarchy)."""
-        step = self._manager.latest_step() if step is None else step
-        if step is None:
-            raise ValueError(f"no checkpoint in {self.directory}")
+        step = self._resolve_step(step)
         restored = self._manager.restore(
             step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
         )
@@ -88,13 +84,18 @@ class Checkpointer:
 
     def restore_raw(self, step: int | None = None) -> dict[str, Any]:
         """The saved state as nested dicts of host arrays, without needing its structure."""
-        step = self._manager.latest_step() if step is None else step
-        if step is None:
-            raise ValueError(f"no checkpoint in {self.directory}")
+        step = self._resolve_step(step)
         restored = self._manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
         )
         return restored["state"]
+
+    def _resolve_step(self, step: int | None) -> int:
+        """`step`, or the latest saved step; a clear error when there is none."""
+        step = self._manager.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"no checkpoint in {self.directory}")
+        return step
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
