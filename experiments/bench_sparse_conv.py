@@ -3,8 +3,9 @@
     python experiments/bench_sparse_conv.py [--peer ../shared/tools/spconv_peer.py] [--out FILE]
 
 On one scan of about 120k points voxelised at 0.05 m and 0.1 m, with 2 CPU threads, it times
-(median of --reps after a warm-up): the submanifold kernel map, SubMConv3d 64->64 forward and
-forward+backward, and SparseConv3d stride 2 64->128 (with its map); plus a float32
+(median of --reps after a warm-up): the submanifold kernel map, SubMConv3d 64->64 forward,
+forward+backward (the output returned too, so the forward runs, as in training and in spconv's
+timing) and the backward alone, and SparseConv3d stride 2 64->128 (with its map); plus a float32
 (N x 64) @ (64 x 64) GEMM measured in the same run, and a breakdown of the pair dataflow into
 sort, search, gather, GEMM and scatter-add. Useful GFLOP/s = 2 x real pairs x C_in x C_out / time.
 
@@ -177,7 +178,15 @@ class Level:
 
         self.fwd = jax.jit(conv)
         self.fwd_gather = jax.jit(lambda f, w, km: conv(f, w, km, "gather"))
-        self.fwd_bwd = jax.jit(
+
+        def fwd_bwd(f, w, km, g):
+            # The output is returned, so the forward runs as in training (and as in spconv's
+            # timing); a gradient alone lets XLA drop the forward, which is `bwd` below.
+            out, pullback = jax.vjp(lambda f, w: conv(f, w, km), f, w)
+            return out, pullback(g)
+
+        self.fwd_bwd = jax.jit(fwd_bwd)
+        self.bwd = jax.jit(
             jax.grad(lambda f, w, km, g: jnp.vdot(conv(f, w, km), g), argnums=(0, 1))
         )
 
@@ -210,6 +219,7 @@ class Level:
             "subm_fwd": timed(self.fwd, (f, w, km), reps),
             "subm_fwd_gather_reference": timed(self.fwd_gather, (f, w, km), reps),
             "subm_fwd_bwd": timed(self.fwd_bwd, (f, w, km, self.grad), reps),
+            "subm_bwd_only": timed(self.bwd, (f, w, km, self.grad), reps),
             "down_fwd_64_128": timed(self.down, (x, f, self.weight_down), reps),
             "down_fwd_64_64": timed(self.down, (x, f, w), reps),
             "gemm_n64_64x64": timed(self.gemm, (self.gemm_lhs, w[0, 0, 0]), reps),
@@ -217,7 +227,7 @@ class Level:
 
     def outputs(self):
         out = self.fwd(self.x.feats, self.weight, self.kmap)
-        d_feats, d_weight = self.fwd_bwd(self.x.feats, self.weight, self.kmap, self.grad)
+        _, (d_feats, d_weight) = self.fwd_bwd(self.x.feats, self.weight, self.kmap, self.grad)
         n = self.num_voxels
         return (
             np.asarray(out[0, :n]),
@@ -362,6 +372,7 @@ def main(argv=None):
             "subm_fwd": 2 * level.real_pairs * C * C,
             "subm_fwd_gather_reference": 2 * level.real_pairs * C * C,
             "subm_fwd_bwd": 3 * 2 * level.real_pairs * C * C,  # fwd + grad_in + grad_w
+            "subm_bwd_only": 2 * 2 * level.real_pairs * C * C,  # grad_in + grad_w
             "down_fwd_64_128": 2 * level.down_pairs * C * 2 * C,
             "down_fwd_64_64": 2 * level.down_pairs * C * C,
             "gemm_n64_64x64": 2 * level.num_voxels * C * C,

@@ -24,6 +24,7 @@ import numpy as np
 from leakjax.sparse.kernel_map import KernelMap, kernel_offsets, sub_kernel_indices
 from leakjax.sparse.pairs import PairList, build_pair_list
 from leakjax.sparse.search import build_index, lookup
+from leakjax.sparse.tensor import map_samples
 
 METHODS = ("auto", "pairs", "gather")
 
@@ -63,21 +64,6 @@ def _num_steps(num_tiles):
     return jnp.max(num_tiles)
 
 
-def _per_sample(fn, batch: int):
-    """fn over the batch axis: vmap, or for a batch of one the plain per-sample op.
-
-    A batch of one has no batch axis to shard, and XLA's CPU gathers and scatters without
-    batching dimensions skip an index concatenation and an update copy per tile (measured ~10%
-    of the walk)."""
-    if batch > 1:
-        return jax.vmap(fn)
-
-    def one(*args):
-        return jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], args)))
-
-    return one
-
-
 def _masked(x, mask):
     """x with the rows where mask [B, N] is False set to zero (mask None: x unchanged)."""
     return x if mask is None else jnp.where(mask[..., None], x, 0)
@@ -91,9 +77,9 @@ def _walk(static, src, weight, mirror_weight, src_rows, dst_rows, tile_offset, n
     def body(i, out):
         s, d = _tile_slice(src_rows, i, tile), _tile_slice(dst_rows, i, tile)
         k = tile_offset[:, i]
-        out = _per_sample(_step, batch)(out, src, s, d, weight[k])
+        out = map_samples(_step, batch)(out, src, s, d, weight[k])
         if mirror_weight is not None:
-            out = _per_sample(_step, batch)(out, src, d, s, mirror_weight[k])
+            out = map_samples(_step, batch)(out, src, d, s, mirror_weight[k])
         return out
 
     return jax.lax.fori_loop(0, _num_steps(num_tiles), body, acc)
@@ -126,7 +112,7 @@ def _centre_weight_grad(src, grad_out, mask, chunk: int = 1024):
     def body(i, acc):
         r = jax.lax.dynamic_slice_in_dim(index, i * chunk, chunk, axis=1)
         return acc + jnp.einsum(
-            "btc,btd->cd", _per_sample(_rows, batch)(src, r), _per_sample(_rows, batch)(grad_out, r)
+            "btc,btd->cd", map_samples(_rows, batch)(src, r), map_samples(_rows, batch)(grad_out, r)
         )
 
     init = jnp.zeros((src.shape[-1], grad_out.shape[-1]), src.dtype)
@@ -195,11 +181,11 @@ def _tile_conv_bwd(static, residuals, grad_out):
         grad_src, grad_w, grad_mw = carry
         s, d = _tile_slice(src_rows, i, tile), _tile_slice(dst_rows, i, tile)
         k = tile_offset[:, i]
-        grad_src = _per_sample(_step, batch)(grad_src, grad_out, d, s, weight_t[k])
-        grad_w = _per_sample(_weight_step, batch)(grad_w, k, src, s, grad_out, d)
+        grad_src = map_samples(_step, batch)(grad_src, grad_out, d, s, weight_t[k])
+        grad_w = map_samples(_weight_step, batch)(grad_w, k, src, s, grad_out, d)
         if mirrored:
-            grad_src = _per_sample(_step, batch)(grad_src, grad_out, s, d, mirror_t[k])
-            grad_mw = _per_sample(_weight_step, batch)(grad_mw, k, src, d, grad_out, s)
+            grad_src = map_samples(_step, batch)(grad_src, grad_out, s, d, mirror_t[k])
+            grad_mw = map_samples(_weight_step, batch)(grad_mw, k, src, d, grad_out, s)
         return grad_src, grad_w, grad_mw
 
     zeros_w = jnp.zeros((batch,) + weight.shape, weight.dtype)
