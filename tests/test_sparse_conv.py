@@ -47,17 +47,7 @@ def to_dense(coords, mask, feats, grid):
 
 
 def dense_conv(dense, weight, stride=(1, 1, 1), dilation=(1, 1, 1)):
-    pad = [((k // 2) * d, (k // 2) * d) for k, d in zip(weight.shape[:3], dilation)]
-    out = jax.lax.conv_general_dilated(
-        jnp.asarray(dense)[None],
-        weight,
-        stride,
-        pad,
-        rhs_dilation=dilation,
-        dimension_numbers=DENSE_DIMS,
-        precision="highest",
-    )
-    return np.asarray(out[0])
+    return np.asarray(dense_conv_jnp(jnp.asarray(dense), weight, stride, dilation))
 
 
 def centred(weight, kernel):
@@ -99,23 +89,25 @@ def test_submanifold_matches_dense(batch, weight3, method, dilation):
             assert np.all(got[~mask] == 0)
 
 
-@functools.partial(jax.jit, static_argnames=("stride", "mode", "method"))
-def down_and_up(x, weight, weight_up, stride, mode, method):
-    coarse, dmap, overflow = sp.downsample_map(x, (3, 3, 3), stride, CAPACITY, mode)
+@functools.partial(jax.jit, static_argnames=("stride", "mode", "method", "dilation"))
+def down_and_up(x, weight, weight_up, stride, mode, method, dilation=(1, 1, 1)):
+    coarse, dmap, overflow = sp.downsample_map(
+        x, (3, 3, 3), stride, CAPACITY, mode, dilation=dilation
+    )
     down = sp.sparse_conv(x.feats, dmap, weight, out_mask=coarse.mask, method=method)
     up = sp.sparse_conv(down, dmap, weight_up, out_mask=x.mask, transpose=True, method=method)
     return coarse, down, up, overflow
 
 
-def expected_coarse_set(coords, mask, stride, mode):
+def expected_coarse_set(coords, mask, stride, mode, dilation=(1, 1, 1)):
     active = np.asarray(coords)[np.asarray(mask)]
     if mode == "floor":
         return {tuple(c) for c in active // np.asarray(stride)}
     out_shape = [-(-g // s) for g, s in zip(GRID, stride)]
     cells = set()
-    for p in active:  # q reached iff p = q * s + o for an offset o in [-1, 1]^3
+    for p in active:  # q reached iff p = q * s + o * d for an offset o in [-1, 1]^3
         for o in np.ndindex(3, 3, 3):
-            q = p - (np.asarray(o) - 1)
+            q = p - (np.asarray(o) - 1) * np.asarray(dilation)
             if np.all(q % stride == 0):
                 q = q // stride
                 if np.all((q >= 0) & (q < out_shape)):
@@ -124,22 +116,26 @@ def expected_coarse_set(coords, mask, stride, mode):
 
 
 @pytest.mark.parametrize("method", ["pairs", "gather"])
-@pytest.mark.parametrize("stride", [(2, 2, 2), (2, 2, 1)])
+@pytest.mark.parametrize(
+    "stride, dilation", [((2, 2, 2), (1, 1, 1)), ((2, 2, 1), (1, 1, 1)), ((2, 3, 2), (3, 2, 2))]
+)
 @pytest.mark.parametrize("mode", ["spconv", "floor"])
-def test_strided_and_inverse_match_dense(batch, weight3, method, stride, mode):
+def test_strided_and_inverse_match_dense(batch, weight3, method, stride, dilation, mode):
     rng = np.random.default_rng(2)
     weight_up = jnp.asarray(rng.normal(size=(3, 3, 3, C_OUT, C_IN)).astype(np.float32))
-    coarse, down, up, overflow = down_and_up(batch, weight3, weight_up, stride, mode, method)
+    coarse, down, up, overflow = down_and_up(
+        batch, weight3, weight_up, stride, mode, method, dilation
+    )
     assert not np.any(overflow)
     for b in range(len(DENSITIES)):
         mask = np.asarray(batch.mask[b])
         cmask = np.asarray(coarse.mask[b])
         ccoords = np.asarray(coarse.coords[b])[cmask]
         assert {tuple(c) for c in ccoords} == expected_coarse_set(
-            batch.coords[b], mask, stride, mode
+            batch.coords[b], mask, stride, mode, dilation
         )
         dense = to_dense(batch.coords[b], mask, batch.feats[b], GRID)
-        ref = dense_conv(dense, weight3, stride=stride)
+        ref = dense_conv(dense, weight3, stride=stride, dilation=dilation)
         np.testing.assert_allclose(
             np.asarray(down[b])[cmask], ref[tuple(ccoords.T)], rtol=1e-5, atol=1e-5
         )
@@ -148,7 +144,7 @@ def test_strided_and_inverse_match_dense(batch, weight3, method, stride, mode):
         coarse_dense = np.zeros(ref.shape[:3] + (C_OUT,), np.float32)
         coarse_dense[tuple(ccoords.T)] = np.asarray(down[b])[cmask]
         _, vjp = jax.vjp(
-            lambda d: dense_conv_jnp(d, jnp.swapaxes(weight_up, 3, 4), stride),
+            lambda d: dense_conv_jnp(d, jnp.swapaxes(weight_up, 3, 4), stride, dilation),
             jnp.zeros(GRID + (C_IN,)),
         )
         (ref_up,) = vjp(jnp.asarray(coarse_dense))
@@ -159,10 +155,16 @@ def test_strided_and_inverse_match_dense(batch, weight3, method, stride, mode):
         assert np.all(np.asarray(up[b])[~mask] == 0)
 
 
-def dense_conv_jnp(dense, weight, stride):
-    pad = [(k // 2, k // 2) for k in weight.shape[:3]]
+def dense_conv_jnp(dense, weight, stride, dilation=(1, 1, 1)):
+    pad = [((k // 2) * d, (k // 2) * d) for k, d in zip(weight.shape[:3], dilation)]
     out = jax.lax.conv_general_dilated(
-        dense[None], weight, stride, pad, dimension_numbers=DENSE_DIMS, precision="highest"
+        dense[None],
+        weight,
+        stride,
+        pad,
+        rhs_dilation=dilation,
+        dimension_numbers=DENSE_DIMS,
+        precision="highest",
     )
     return out[0]
 

@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from leakjax import sparse as sp
@@ -143,3 +144,18 @@ def test_network_sharded_over_four_devices_matches_single_device():
     step(variables, random_tensor(3, 96))
     assert step._cache_size() == 1
     assert np.array_equal(np.asarray(again.feats), np.asarray(out_single.feats))
+
+
+def test_strided_layer_checks_its_map():
+    """SparseConv3d refuses a map built for another stride or dilation (it would be wrong)."""
+    x = random_tensor(5, 96)
+    coarse, dmap, _ = sp.downsample_map(x, (3, 3, 3), (2, 2, 2), 96, dilation=(1, 2, 1))
+    layer = sp.SparseConv3d(4, stride=(2, 2, 2), dilation=(1, 2, 1))
+    params = layer.init(jax.random.key(0), x, dmap, coarse)
+    assert layer.apply(params, x, dmap, coarse).feats.shape == (4, 96, 4)
+    for wrong in (
+        sp.SparseConv3d(4, stride=(2, 2, 2)),
+        sp.SparseConv3d(4, stride=(2, 2, 1), dilation=(1, 2, 1)),
+    ):
+        with pytest.raises(ValueError, match="stride and dilation"):
+            wrong.init(jax.random.key(0), x, dmap, coarse)

@@ -79,18 +79,29 @@ def test_submanifold_map_and_pairs_match_brute_force(kernel, dilation):
     assert not np.any(kmap.overflow)
 
 
-@pytest.mark.parametrize("stride", [(2, 2, 2), (2, 2, 1), (3, 1, 2)])
+@pytest.mark.parametrize(
+    "stride, dilation",
+    [
+        ((2, 2, 2), (1, 1, 1)),
+        ((2, 2, 1), (1, 1, 1)),
+        ((3, 1, 2), (1, 1, 1)),
+        ((2, 2, 2), (2, 2, 2)),  # gcd(d, s) = 2: only even p + r d reach a coarse cell
+        ((4, 3, 1), (2, 2, 3)),  # gcd 2, 1, 1 with modular inverses of d / gcd
+    ],
+)
 @pytest.mark.parametrize("mode", ["spconv", "floor"])
-def test_downsample_map_matches_brute_force(stride, mode):
+def test_downsample_map_matches_brute_force(stride, dilation, mode):
     x = random_tensor(1)
     out_capacity = 3 * CAPACITY  # stride 1 on an axis can give more coarse cells than fine ones
     coarse, dmap, overflow = jax.jit(
-        lambda x: sp.downsample_map(x, (3, 3, 3), stride, out_capacity, mode, tile_size=8)
+        lambda x: sp.downsample_map(
+            x, (3, 3, 3), stride, out_capacity, mode, dilation=dilation, tile_size=8
+        )
     )(x)
     assert not np.any(overflow) and not np.any(dmap.overflow)
-    assert coarse.stride == stride
+    assert coarse.stride == stride and dmap.dilation == dilation
     assert coarse.spatial_shape == tuple(-(-g // s) for g, s in zip(GRID, stride))
-    offsets = sp.kernel_offsets((3, 3, 3))
+    offsets = sp.kernel_offsets((3, 3, 3), dilation)
     for b in range(x.coords.shape[0]):
         fine = row_of(x.coords[b], x.mask[b])
         cells = np.asarray(coarse.coords[b])[np.asarray(coarse.mask[b])]
@@ -123,7 +134,7 @@ def test_downsample_map_matches_brute_force(stride, mode):
         assert pair_triples(
             dmap.pairs[(3, 3, 3)], b, False, CAPACITY, out_capacity
         ) == table_triples(table, range(27))
-        if mode == "spconv" and max(stride) <= 2:
+        if mode == "spconv" and max(stride) <= 2 and dilation == (1, 1, 1):
             # going down then up (the inverse map) reaches exactly the fine set (with k=3, s=3
             # the last fine cell of an axis of length 9 is reached by no coarse cell, as in spconv)
             reached = np.any(reverse >= 0, axis=1)

@@ -8,7 +8,7 @@ Offsets are in lexicographic (dx, dy, dz) order, dx, dy, dz in [-r, r] (r = kern
 axis), so offset index k matches `weight.reshape(K, C_in, C_out)` for weight [kx, ky, kz, ...].
 Conventions (p fine/input voxel, q output voxel, o offset, s stride, d dilation):
   submanifold: q in the input set,  p = q + o * d
-  down:        p = q * s + o        (spconv SparseConv3d with padding r; dense conv with padding r)
+  down:        p = q * s + o * d    (spconv SparseConv3d / a dense conv with padding r * d)
   inverse:     the down map read backwards (output = the fine set).
 """
 
@@ -215,14 +215,16 @@ def downsample_map(
     out_capacity: int | None = None,
     mode: str = "spconv",
     *,
+    dilation=(1, 1, 1),
     pair_kernels=None,
     pair_capacity: int | None = None,
     tile_size: int | None = None,
 ):
     """Coarse output set and fine->coarse map of a strided conv.
 
-    mode "spconv": every coarse cell q reached by an active input, p = q * s + o (SparseConv3d
-      with padding r); mode "floor": the cells floor(p / s) only, with the same pair rule.
+    mode "spconv": every coarse cell q reached by an active input, p = q * s + o * d (SparseConv3d
+      with padding r * d, r = kernel radius, d = dilation); mode "floor": the cells floor(p / s)
+      only, with the same pair rule.
     Returns (coarse SparseTensor with feats of width 0 [B, out_capacity, 0], KernelMap whose
     `neighbours` is coarse-major [B, N_out, K] and `reverse` fine-major [B, N_in, K],
     overflow bool [B] = more coarse cells than out_capacity (default: the input capacity)).
@@ -232,28 +234,41 @@ def downsample_map(
         raise ValueError(f"downsample_map: mode must be one of {DOWNSAMPLE_MODES}, got {mode!r}")
     if len(stride) != 3 or min(stride) < 1:
         raise ValueError(f"downsample_map: stride must be 3 positive ints, got {stride}")
+    if len(dilation) != 3 or min(dilation) < 1:
+        raise ValueError(f"downsample_map: dilation must be 3 positive ints, got {dilation}")
     out_capacity = out_capacity or x.capacity
-    kernel_offsets(kernel_size)  # validates the kernel
+    kernel_offsets(kernel_size, dilation)  # validates the kernel
     radius = np.asarray(kernel_size) // 2
     s = jnp.asarray(stride, jnp.int32)
     out_shape = tuple(-(-n // st) for n, st in zip(x.spatial_shape, stride))
-    columns, z_offsets = _axis_offsets(kernel_size, (1, 1, 1))
-    # Per axis at most ceil(k / s) coarse cells reach a fine cell: enumerate only those.
-    per_axis = [-(-k // st) for k, st in zip(kernel_size, stride)]
+    columns, z_offsets = _axis_offsets(kernel_size, dilation)
+    # Per axis, tap t (0 <= t < k) joins p to q = (a - t d) / s with a = p + r d, which needs
+    # t d = a (mod s): with g = gcd(d, s) that is g | a and t = t0 (mod s / g), where
+    # t0 = (a / g) (d / g)^-1 mod (s / g). So at most ceil(k / (s / g)) coarse cells reach a
+    # fine cell per axis: enumerate only those (for d = 1: t0 = (p + r) mod s).
+    gcd = np.gcd(np.asarray(dilation), np.asarray(stride))
+    period = np.asarray(stride) // gcd
+    inverse = np.asarray(
+        [pow(int(d // g), -1, int(m)) if m > 1 else 0 for d, g, m in zip(dilation, gcd, period)]
+    )
+    per_axis = [-(-k // m) for k, m in zip(kernel_size, period)]
     choice = np.stack(np.meshgrid(*[np.arange(m) for m in per_axis], indexing="ij"), -1)
-    choice = jnp.asarray(choice.reshape(-1, 3) * np.asarray(stride), jnp.int32)  # [M, 3]
+    choice = jnp.asarray(choice.reshape(-1, 3) * period, jnp.int32)  # [M, 3]
+    dil, gcd, period, inverse = (
+        jnp.asarray(v, jnp.int32) for v in (dilation, gcd, period, inverse)
+    )
 
     num_offsets = math.prod(kernel_size)
 
     def one(coords, mask):
         if mode == "floor":
             candidates = (coords // s)[:, None, :]
-        else:  # q = (p + r - o') / s for kernel taps o' in [0, k) with p + r - o' divisible by s
-            shifted = coords + jnp.asarray(radius, jnp.int32)
-            tap = shifted[:, None, :] % s + choice[None]  # [N, M, 3]
-            candidates = jnp.where(
-                tap < jnp.asarray(kernel_size), (shifted[:, None] - tap) // s, -1
-            )
+        else:  # q = (a - t d) / s for the taps t in [0, k) with a - t d divisible by s
+            shifted = coords + jnp.asarray(radius, jnp.int32) * dil  # a
+            first = (shifted // gcd) * inverse % period  # t0
+            tap = first[:, None, :] + choice[None]  # [N, M, 3]
+            ok = (tap < jnp.asarray(kernel_size)) & (shifted[:, None] % gcd == 0)
+            candidates = jnp.where(ok, (shifted[:, None] - tap * dil) // s, -1)
         cand_ok = mask[:, None] & jnp.all(
             (candidates >= 0) & (candidates < jnp.asarray(out_shape)), -1
         )
@@ -310,7 +325,7 @@ def downsample_map(
         stride=tuple(a * b for a, b in zip(x.stride, stride)),
     )
     kernel_map = KernelMap(
-        neighbours, reverse, pairs, tuple(kernel_size), (1, 1, 1), tuple(stride), False
+        neighbours, reverse, pairs, tuple(kernel_size), tuple(dilation), tuple(stride), False
     )
     return coarse, kernel_map, overflow
 

@@ -69,13 +69,20 @@ class SparseConv3d(_ConvBase):
     use_bias: bool = False
     method: str = "auto"
     kernel_init: Callable = nn.initializers.lecun_normal()
+    dilation: tuple[int, int, int] = (1, 1, 1)
 
     @nn.compact
     def __call__(self, x: SparseTensor, kernel_map: KernelMap, out: SparseTensor) -> SparseTensor:
-        if kernel_map.submanifold or tuple(kernel_map.stride) != tuple(self.stride):
+        if (
+            kernel_map.submanifold
+            or tuple(kernel_map.stride) != tuple(self.stride)
+            or tuple(kernel_map.dilation) != tuple(self.dilation)
+        ):
             raise ValueError(
-                f"SparseConv3d(stride={self.stride}) needs a down-sampling map with that stride, "
-                f"got stride={kernel_map.stride}"
+                f"SparseConv3d(stride={self.stride}, dilation={self.dilation}) needs a "
+                f"down-sampling map with that stride and dilation, got "
+                f"submanifold={kernel_map.submanifold}, stride={kernel_map.stride}, "
+                f"dilation={kernel_map.dilation}"
             )
         return self._conv(x, kernel_map, out, transpose=False)
 
