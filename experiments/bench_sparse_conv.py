@@ -247,7 +247,7 @@ def breakdown(level: Level, reps: int) -> dict[str, float]:
     import jax
     import jax.numpy as jnp
 
-    from leakjax.sparse import conv, search
+    from leakjax.sparse import rows, search
 
     x = level.x
     pairs = jax.tree.map(lambda a: a[0], level.kmap.pairs[(3, 3, 3)])
@@ -306,7 +306,7 @@ def breakdown(level: Level, reps: int) -> dict[str, float]:
         "centre_gemm": (jax.jit(lambda f: f @ weight), (feats,)),
         "bwd_tiles_weight_grad_only": (jax.jit(weight_grad_walk), ()),
         "bwd_centre_weight_grad": (
-            jax.jit(conv._centre_weight_grad),
+            jax.jit(rows.row_gram),
             (x.feats, level.grad, x.mask),
         ),
     }

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.test_util import check_grads
 
 from leakjax import sparse as sp
 
@@ -159,3 +160,38 @@ def test_strided_layer_checks_its_map():
     ):
         with pytest.raises(ValueError, match="stride and dilation"):
             wrong.init(jax.random.key(0), x, dmap, coarse)
+
+
+def test_masked_batch_norm_backward_matches_autodiff_of_plain_batchnorm():
+    """The hand-written backward equals autodiff of a plain BatchNorm over the valid rows only;
+    padded rows (NaN here) are never read and get zero gradient."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(1.0, 2.0, (2, 30, 5)).astype(np.float32)
+    mask = rng.random((2, 30)) < 0.7
+    scale, bias = rng.normal(size=5).astype(np.float32), rng.normal(size=5).astype(np.float32)
+    cotangent = rng.normal(size=x.shape).astype(np.float32)
+    x_padded = np.where(mask[..., None], x, np.nan).astype(np.float32)
+
+    def ours(x, scale, bias):
+        return jnp.vdot(sp.masked_batch_norm(x, jnp.asarray(mask), scale, bias)[0], cotangent)
+
+    def plain(rows, scale, bias):  # the valid rows only, no mask anywhere
+        mean = rows.mean(0)
+        var = ((rows - mean) ** 2).mean(0)
+        y = (rows - mean) / jnp.sqrt(var + 1e-5) * scale + bias
+        return jnp.vdot(y, cotangent[mask])
+
+    got = jax.jit(jax.grad(ours, argnums=(0, 1, 2)))(x_padded, scale, bias)
+    ref = jax.grad(plain, argnums=(0, 1, 2))(jnp.asarray(x[mask]), scale, bias)
+    np.testing.assert_allclose(np.asarray(got[0])[mask], ref[0], rtol=1e-4, atol=1e-5)
+    assert np.all(np.asarray(got[0])[~mask] == 0)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[2], ref[2], rtol=1e-4, atol=1e-5)
+    check_grads(
+        lambda x, s, b: sp.masked_batch_norm(x, jnp.asarray(mask), s, b)[0],
+        (jnp.asarray(x), jnp.asarray(scale), jnp.asarray(bias)),
+        order=1,
+        modes=["rev"],
+        atol=2e-2,
+        rtol=2e-2,
+    )

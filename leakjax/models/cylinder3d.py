@@ -58,8 +58,8 @@ def cumulative_strides() -> tuple[tuple[int, int, int], ...]:
 class CylinderPointNet(nn.Module):
     """Per-point MLP, max-pooled per voxel, compressed (the released `cylinder_fea`).
 
-    BatchNorm statistics are taken over the real points of the whole batch (masked), as the
-    released model normalises the concatenated points of the batch.
+    BatchNorm (`sparse.MaskedBatchNorm`) statistics are taken over the real points of the whole
+    batch (masked), as the released model normalises the concatenated points of the batch.
     """
 
     widths: tuple[int, ...] = (64, 128, 256, 256)
@@ -71,20 +71,21 @@ class CylinderPointNet(nn.Module):
         """point_feats [B, P, 9], point_mask bool [B, P], point_to_voxel int32 [B, P] ->
         (voxel features [B, N, compressed], per-point MLP features [B, P, widths[-1]])."""
         mask = point_mask[..., None]
-        norm = lambda name: nn.BatchNorm(  # noqa: E731
+        norm = lambda name: sparse.MaskedBatchNorm(  # noqa: E731
             use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5, name=name
         )
-        x = norm("bn_in")(point_feats, mask=mask)
+        x = norm("bn_in")(point_feats, point_mask)
         for index, width in enumerate(self.widths[:-1]):
-            x = nn.Dense(width, kernel_init=TORCH_INIT, name=f"dense{index}")(x)
-            x = norm(f"bn{index}")(x, mask=mask)
+            x = sparse.RowDense(width, kernel_init=TORCH_INIT, name=f"dense{index}")(x)
+            x = norm(f"bn{index}")(x, point_mask)
             x = nn.relu(x)
-        x = nn.Dense(self.widths[-1], kernel_init=TORCH_INIT, name="dense_out")(x)
+        x = sparse.RowDense(self.widths[-1], kernel_init=TORCH_INIT, name="dense_out")(x)
         x = jnp.where(mask, x, 0.0)
         pooled = sparse.voxel_reduce(x, point_to_voxel, capacity, reduce="max")  # [B, N, 256]
-        compressed = nn.relu(
-            nn.Dense(self.compressed_features, kernel_init=TORCH_INIT, name="compress")(pooled)
+        compress = sparse.RowDense(
+            self.compressed_features, kernel_init=TORCH_INIT, name="compress"
         )
+        compressed = nn.relu(compress(pooled))
         return compressed, x
 
 
@@ -259,12 +260,14 @@ class Cylinder3D(nn.Module):
         gathered = sparse.gather_to_points(decoded.feats, point_to_voxel)
         self.sow("intermediates", "refine_inputs", (point_hidden, gathered))
         fused = jnp.concatenate([point_hidden, gathered], axis=-1)
-        hidden = nn.Dense(self.refinement_hidden, kernel_init=TORCH_INIT, name="refine0")(fused)
-        hidden = nn.BatchNorm(
+        hidden = sparse.RowDense(self.refinement_hidden, kernel_init=TORCH_INIT, name="refine0")(
+            fused
+        )
+        hidden = sparse.MaskedBatchNorm(
             use_running_average=not train, momentum=self.bn_momentum, name="refine_bn"
-        )(hidden, mask=mask)
+        )(hidden, point_mask)
         hidden = nn.relu(hidden)
-        logits = nn.Dense(self.num_classes, kernel_init=TORCH_INIT, name="refine1")(hidden)
+        logits = sparse.RowDense(self.num_classes, kernel_init=TORCH_INIT, name="refine1")(hidden)
         return jnp.where(mask, logits, 0.0)
 
     def _aux(self, voxels, encoder, voxel_logits, labels, overflow) -> dict[str, jax.Array]:

@@ -23,7 +23,9 @@ from leakjax.sparse.kernel_map import (
     submanifold_map,
 )
 from leakjax.sparse.layers import SparseBatchNorm, SparseConv3d, SparseInverseConv3d, SubMConv3d
+from leakjax.sparse.norm import MaskedBatchNorm, masked_batch_norm
 from leakjax.sparse.pairs import PairList, build_pair_list
+from leakjax.sparse.rows import RowDense, row_gram, row_matmul
 from leakjax.sparse.search import find_rows
 from leakjax.sparse.tensor import SparseTensor
 from leakjax.sparse.voxelize import (
@@ -39,7 +41,9 @@ from leakjax.sparse.voxelize import (
 __all__ = [
     "DOWNSAMPLE_MODES",
     "KernelMap",
+    "MaskedBatchNorm",
     "PairList",
+    "RowDense",
     "SparseBatchNorm",
     "SparseConv3d",
     "SparseInverseConv3d",
@@ -53,7 +57,10 @@ __all__ = [
     "gather_conv",
     "gather_to_points",
     "kernel_offsets",
+    "masked_batch_norm",
     "pair_conv",
+    "row_gram",
+    "row_matmul",
     "sparse_conv",
     "sub_kernel_indices",
     "submanifold_conv",

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from leakjax.sparse.conv import sparse_conv
 from leakjax.sparse.kernel_map import KernelMap
+from leakjax.sparse.norm import MaskedBatchNorm
 from leakjax.sparse.tensor import SparseTensor
 
 
@@ -102,43 +102,15 @@ class SparseInverseConv3d(_ConvBase):
         return self._conv(x, kernel_map, out, transpose=True)
 
 
-class SparseBatchNorm(nn.Module):
+class SparseBatchNorm(MaskedBatchNorm):
     """BatchNorm over the active rows of a batch.
 
     Statistics are global masked sums / counts over batch and rows (under jit with a sharded batch
     the sums are global), so neither padding nor the number of devices changes them. Running
     mean/var (biased variance, flax convention) live in `batch_stats`; padded rows stay zero.
+    The backward is hand-written (see norm.py: autodiff's is slow on CPU).
     """
-
-    use_running_average: bool | None = None
-    momentum: float = 0.99
-    epsilon: float = 1e-5
-    use_scale: bool = True
-    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x: SparseTensor, use_running_average: bool | None = None) -> SparseTensor:
-        use_running_average = nn.merge_param(
-            "use_running_average", self.use_running_average, use_running_average
-        )
-        channels = x.num_channels
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(channels, jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(channels, jnp.float32))
-        feats = x.feats.astype(jnp.float32)
-        valid = x.mask[..., None]
-        if use_running_average:
-            mean, var = ra_mean.value, ra_var.value
-        else:
-            count = jnp.maximum(jnp.sum(x.mask, dtype=jnp.float32), 1.0)
-            mean = jnp.sum(jnp.where(valid, feats, 0), axis=(0, 1)) / count
-            centred = jnp.where(valid, feats - mean, 0)
-            var = jnp.sum(centred * centred, axis=(0, 1)) / count
-            if not self.is_initializing():
-                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
-        y = (feats - mean) * jax.lax.rsqrt(var + self.epsilon)
-        if self.use_scale:
-            y = y * self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
-        return x.replace(feats=jnp.where(valid, y, 0).astype(x.feats.dtype))
+        return x.replace(feats=self.normalize(x.feats, x.mask, use_running_average))
