@@ -97,39 +97,15 @@ def _start(static, src, weight, centre_weight, mask):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _tile_conv(
-    static, src, weight, mirror_weight, centre_weight, mask, src_rows, dst_rows, tile_offset, steps
-):
+def _tile_conv(static, src, weight, mirror_weight, centre_weight, mask, *walk_args):
+    """walk_args = (src_rows, dst_rows, tile_offset, num_tiles) of `_walk`."""
     acc = _start(static, src, weight, centre_weight, mask)
-    return _walk(static, src, weight, mirror_weight, src_rows, dst_rows, tile_offset, steps, acc)
+    return _walk(static, src, weight, mirror_weight, *walk_args, acc)
 
 
-def _tile_conv_fwd(
-    static, src, weight, mirror_weight, centre_weight, mask, src_rows, dst_rows, tile_offset, steps
-):
-    out = _tile_conv(
-        static,
-        src,
-        weight,
-        mirror_weight,
-        centre_weight,
-        mask,
-        src_rows,
-        dst_rows,
-        tile_offset,
-        steps,
-    )
-    return out, (
-        src,
-        weight,
-        mirror_weight,
-        centre_weight,
-        mask,
-        src_rows,
-        dst_rows,
-        tile_offset,
-        steps,
-    )
+def _tile_conv_fwd(static, src, weight, mirror_weight, centre_weight, mask, *walk_args):
+    residuals = (src, weight, mirror_weight, centre_weight, mask) + walk_args
+    return _tile_conv(static, *residuals), residuals
 
 
 def _weight_step(acc, k, a, a_rows, b, b_rows):
