@@ -23,7 +23,7 @@ import numpy as np
 
 from leakjax.sparse.kernel_map import KernelMap, kernel_offsets, sub_kernel_indices
 from leakjax.sparse.pairs import PairList, build_pair_list
-from leakjax.sparse.rows import row_gram
+from leakjax.sparse.rows import row_gram, take_rows
 from leakjax.sparse.search import build_index, lookup
 from leakjax.sparse.tensor import map_samples
 
@@ -45,14 +45,9 @@ def gather_conv(feats, table, weight):
     return jnp.einsum("nkc,kcd->nd", gathered, weight)
 
 
-def _rows(x, rows):
-    """x[rows] with zeros for the sentinel row index len(x) (no padded copy of x needed)."""
-    return x.at[rows].get(mode="fill", fill_value=0)
-
-
 def _step(acc, src, src_rows, dst_rows, weight):
     """acc[dst_rows] += src[src_rows] @ weight; sentinel rows (== len(acc)) write nowhere."""
-    return acc.at[dst_rows].add(_rows(src, src_rows) @ weight, mode="drop")
+    return acc.at[dst_rows].add(take_rows(src, src_rows) @ weight, mode="drop")
 
 
 def _tile_slice(rows, i, tile):
@@ -110,7 +105,7 @@ def _tile_conv_fwd(static, src, weight, mirror_weight, centre_weight, mask, *wal
 
 def _weight_step(acc, k, a, a_rows, b, b_rows):
     """acc[k] += a[a_rows]^T @ b[b_rows] (one tile's weight gradient)."""
-    return acc.at[k].add(_rows(a, a_rows).T @ _rows(b, b_rows))
+    return acc.at[k].add(take_rows(a, a_rows).T @ take_rows(b, b_rows))
 
 
 def _tile_conv_bwd(static, residuals, grad_out):

@@ -22,8 +22,9 @@ from leakjax.sparse.tensor import map_samples
 DEFAULT_CHUNK = 1024
 
 
-def _rows(x, rows):
-    """x[rows] with zeros for the sentinel row index len(x)."""
+def take_rows(x, rows):
+    """x[rows] for x [N, C] and int rows [T], with zero rows for the sentinel index N (no padded
+    copy of x needed)."""
     return x.at[rows].get(mode="fill", fill_value=0)
 
 
@@ -34,13 +35,13 @@ def row_gram(a, b, mask=None, chunk: int = DEFAULT_CHUNK):
     Rows outside the mask are never read (NaN there changes nothing).
     """
     batch, rows = a.shape[:2]
-    chunk = min(chunk, rows)
+    chunk = max(1, min(chunk, rows))
     steps = -(-rows // chunk)
     ids = jnp.arange(steps * chunk, dtype=jnp.int32)
     valid = jnp.ones((batch, rows), bool) if mask is None else mask
     valid = jnp.pad(valid, ((0, 0), (0, steps * chunk - rows)))
     index = jnp.where(valid & (ids < rows), ids, rows)  # [B, steps * chunk]; rows = sentinel
-    take = map_samples(_rows, batch)
+    take = map_samples(take_rows, batch)
 
     def body(i, acc):
         r = jax.lax.dynamic_slice_in_dim(index, i * chunk, chunk, axis=1)
