@@ -93,9 +93,17 @@ def test_submanifold_map_and_pairs_match_brute_force(kernel, dilation):
 def test_downsample_map_matches_brute_force(stride, dilation, mode):
     x = random_tensor(1)
     out_capacity = 3 * CAPACITY  # stride 1 on an axis can give more coarse cells than fine ones
+    sub_kernels = [(3, 3, 3), (1, 3, 3), (3, 1, 1)]
     coarse, dmap, overflow = jax.jit(
         lambda x: sp.downsample_map(
-            x, (3, 3, 3), stride, out_capacity, mode, dilation=dilation, tile_size=8
+            x,
+            (3, 3, 3),
+            stride,
+            out_capacity,
+            mode,
+            dilation=dilation,
+            tile_size=8,
+            pair_kernels=sub_kernels,
         )
     )(x)
     assert not np.any(overflow) and not np.any(dmap.overflow)
@@ -131,9 +139,10 @@ def test_downsample_map_matches_brute_force(stride, dilation, mode):
         for q, k in zip(*np.nonzero(table >= 0)):
             reverse[table[q, k], k] = q
         np.testing.assert_array_equal(np.asarray(dmap.reverse[b]), reverse)
-        assert pair_triples(
-            dmap.pairs[(3, 3, 3)], b, False, CAPACITY, out_capacity
-        ) == table_triples(table, range(27))
+        for sub in sub_kernels:  # each sub-kernel's list holds exactly its offsets' pairs
+            assert pair_triples(dmap.pairs[sub], b, False, CAPACITY, out_capacity) == (
+                table_triples(table, sp.sub_kernel_indices((3, 3, 3), sub))
+            )
         if mode == "spconv" and max(stride) <= 2 and dilation == (1, 1, 1):
             # going down then up (the inverse map) reaches exactly the fine set (with k=3, s=3
             # the last fine cell of an axis of length 9 is reached by no coarse cell, as in spconv)
@@ -151,6 +160,13 @@ def test_overflow_flags():
         assert int(coarse.mask[0].sum()) == 20  # capped, and flagged
     kmap = jax.jit(lambda x: sp.submanifold_map(x, pair_capacity=40, tile_size=8))(x)
     np.testing.assert_array_equal(np.asarray(kmap.overflow), [True, False])
+    for mode in ("spconv", "floor"):  # too small a pair capacity for the dense sample only
+        _, dmap, _ = jax.jit(
+            lambda x, mode=mode: sp.downsample_map(
+                x, (3, 3, 3), (2, 2, 2), 3 * CAPACITY, mode, pair_capacity=40, tile_size=8
+            )
+        )(x)
+        np.testing.assert_array_equal(np.asarray(dmap.overflow), [True, False])
     with pytest.raises(ValueError, match="spatial_shape"):
         sp.submanifold_map(x.replace(spatial_shape=(2048, 2048, 1024)))
     with pytest.raises(ValueError, match="mode"):

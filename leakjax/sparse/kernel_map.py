@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from leakjax.sparse.pairs import PairList, build_pair_list
+from leakjax.sparse.pairs import PairList, build_class_pair_list, build_pair_list
 from leakjax.sparse.search import build_index, column_lookup
 from leakjax.sparse.tensor import (
     SENTINEL_KEY,
@@ -254,6 +254,11 @@ def downsample_map(
     per_axis = [-(-k // m) for k, m in zip(kernel_size, period)]
     choice = np.stack(np.meshgrid(*[np.arange(m) for m in per_axis], indexing="ij"), -1)
     choice = jnp.asarray(choice.reshape(-1, 3) * period, jnp.int32)  # [M, 3]
+    # Tap t of the kernel = residue class (t mod period per axis) x choice (t // period per axis).
+    taps = kernel_offsets(kernel_size) + radius  # [K, 3], lexicographic
+    tap_class = np.ravel_multi_index(tuple((taps % period).T), tuple(period))
+    tap_choice = np.ravel_multi_index(tuple((taps // period).T), tuple(per_axis))
+    num_classes = int(np.prod(period))
     dil, gcd, period, inverse = (
         jnp.asarray(v, jnp.int32) for v in (dilation, gcd, period, inverse)
     )
@@ -285,7 +290,13 @@ def downsample_map(
             found = (keys != SENTINEL_KEY) & (
                 unique[jnp.minimum(out_row, out_capacity - 1)] == keys
             )
-            out_row = jnp.where(found, out_row, out_capacity)  # [N, M]
+            candidate_out = jnp.where(found, out_row, -1)  # [N, M]
+            row_class = jnp.where(
+                mask & jnp.all(shifted % gcd == 0, -1),
+                (first[:, 0] * period[1] + first[:, 1]) * period[2] + first[:, 2],
+                num_classes,
+            )
+            out_row = jnp.where(found, out_row, out_capacity)
             offset_index = (tap[..., 0] * kernel_size[1] + tap[..., 1]) * kernel_size[2] + tap[
                 ..., 2
             ]
@@ -305,18 +316,52 @@ def downsample_map(
             .at[target, jnp.arange(num_offsets)]
             .set(rows)[: x.capacity]
         )
-        return out_coords, out_mask, neighbours, reverse, count > out_capacity
+        if mode == "floor":
+            candidate_out = row_class = None
+        return (
+            out_coords,
+            out_mask,
+            neighbours,
+            reverse,
+            count > out_capacity,
+            (
+                row_class,
+                candidate_out,
+            ),
+        )
 
-    out_coords, out_mask, neighbours, reverse, overflow = jax.vmap(one)(x.coords, x.mask)
-    pairs = _pair_lists(
-        lambda sel: neighbours[:, :, sel],
-        x.capacity,
-        kernel_size,
-        pair_kernels,
-        False,
-        pair_capacity,
-        tile_size,
+    out_coords, out_mask, neighbours, reverse, overflow, (row_class, candidate_out) = jax.vmap(one)(
+        x.coords, x.mask
     )
+    if mode == "floor":  # from the searched table
+        pairs = _pair_lists(
+            lambda sel: neighbours[:, :, sel],
+            x.capacity,
+            kernel_size,
+            pair_kernels,
+            False,
+            pair_capacity,
+            tile_size,
+        )
+    else:  # from the fine rows' candidates, without the dense [N_out, K] table
+        pairs = {}
+        for sub in (tuple(kernel_size),) if pair_kernels is None else pair_kernels:
+            sel = sub_kernel_indices(kernel_size, sub)
+            if sel.size == 0:
+                continue
+            pairs[tuple(sub)] = jax.vmap(
+                lambda c, o, sel=sel: build_class_pair_list(
+                    c,
+                    o,
+                    num_classes,
+                    tap_class[sel],
+                    tap_choice[sel],
+                    sel,
+                    out_capacity,
+                    pair_capacity,
+                    tile_size,
+                )
+            )(row_class, candidate_out)
     coarse = SparseTensor(
         coords=out_coords,
         feats=jnp.zeros(out_coords.shape[:2] + (0,), jnp.float32),

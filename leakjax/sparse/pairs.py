@@ -119,3 +119,86 @@ def build_pair_list(
         mirror_offsets=None if mirror_offsets is None else tuple(int(k) for k in mirror_offsets),
         tile_size=tile,
     )
+
+
+def build_class_pair_list(
+    row_class,
+    candidate_out,
+    num_classes: int,
+    class_of: np.ndarray,
+    choice_of: np.ndarray,
+    offsets: np.ndarray,
+    num_outputs: int,
+    pair_capacity: int | None = None,
+    tile_size: int | None = None,
+) -> PairList:
+    """Pair list of one sample of a strided conv, built from its fine rows (no dense table).
+
+    A fine voxel p reaches, through its choice m, at most one coarse row candidate_out[p, m]; which
+    kernel offset that is depends only on p's residue class and m (see `downsample_map`). So the
+    pairs of offset j are the rows of class class_of[j] with a candidate at choice choice_of[j]:
+    rows are sorted by class once (a counting sort) and ranked per choice with one cumsum.
+
+    row_class int32 [N_in] in [0, R] (R = num_classes: no pair at all); candidate_out int32
+    [N_in, M] (-1 = none); class_of, choice_of, offsets: static int [K_sel] per selected offset
+    (pairs in that order); num_outputs:
+    N_out (sentinel output row). Work is O(N_in x (R + M)) instead of O(N_out x K).
+    """
+    n_in, num_choices = candidate_out.shape
+    k_sel = len(offsets)
+    worst = min(k_sel * min(n_in, num_outputs), num_choices * n_in)
+    tile, num_tiles_capacity = _layout(k_sel, worst, num_outputs, pair_capacity, tile_size)
+    slots = num_tiles_capacity * tile
+
+    # counting sort of the rows by class (rows of no class go last)
+    classes = jnp.arange(num_classes, dtype=jnp.int32)
+    member = row_class[:, None] == classes[None, :]  # [N_in, R]
+    rank = _column_cumsum(member) - 1
+    counts = jnp.sum(member, axis=0, dtype=jnp.int32)
+    class_start = jnp.cumsum(counts) - counts
+    safe_class = jnp.minimum(row_class, num_classes - 1)
+    position = jnp.where(
+        row_class < num_classes,
+        class_start[safe_class] + jnp.take_along_axis(rank, safe_class[:, None], 1)[:, 0],
+        n_in,
+    )
+    iota = jnp.arange(n_in, dtype=jnp.int32)
+    order = jnp.full((n_in + 1,), n_in, jnp.int32).at[position].set(iota)[:n_in]
+    real = order < n_in
+    order_safe = jnp.minimum(order, n_in - 1)
+    sorted_class = jnp.where(real, row_class[order_safe], num_classes)
+    sorted_out = jnp.where(real[:, None], candidate_out[order_safe], -1)  # [N_in, M]
+
+    # rank of each (row, choice) among the rows of its class with a candidate at that choice
+    has = sorted_out >= 0
+    seen = jnp.concatenate([jnp.zeros((1, num_choices), jnp.int32), _column_cumsum(has)], 0)
+    before = seen[class_start]  # [R, M] candidates before each class
+    per_class = seen[class_start + counts] - before  # [R, M]
+    count_of = per_class[jnp.asarray(class_of), jnp.asarray(choice_of)]  # [K_sel]
+    tiles_per_offset = -(-count_of // tile)
+    tile_end = jnp.cumsum(tiles_per_offset)
+    tile_start = tile_end - tiles_per_offset
+
+    # static (class, choice) -> position among the selected offsets, -1 if not selected
+    position_of = np.full((num_classes + 1, num_choices), -1, np.int32)
+    position_of[np.asarray(class_of), np.asarray(choice_of)] = np.arange(k_sel)
+    j = jnp.asarray(position_of)[sorted_class]  # [N_in, M]
+    safe_j = jnp.maximum(j, 0)
+    safe_sorted_class = jnp.minimum(sorted_class, num_classes - 1)
+    local = seen[1:] - 1 - before[safe_sorted_class]  # [N_in, M]
+    slot = tile_start[safe_j] * tile + local
+    slot = jnp.where(has & (j >= 0) & (slot < slots), slot, slots)
+    rows = jnp.broadcast_to(order[:, None], slot.shape)
+    in_rows = jnp.full((slots + 1,), n_in, jnp.int32).at[slot].set(rows)[:slots]
+    out_rows = jnp.full((slots + 1,), num_outputs, jnp.int32).at[slot].set(sorted_out)[:slots]
+    return PairList(
+        in_rows=in_rows,
+        out_rows=out_rows,
+        tile_offset=_tile_offsets(tile_end, num_tiles_capacity, k_sel),
+        num_tiles=jnp.minimum(tile_end[-1], num_tiles_capacity).astype(jnp.int32),
+        num_pairs=jnp.sum(count_of),
+        overflow=tile_end[-1] > num_tiles_capacity,
+        offsets=tuple(int(k) for k in offsets),
+        mirror_offsets=None,
+        tile_size=tile,
+    )
