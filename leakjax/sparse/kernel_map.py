@@ -94,12 +94,11 @@ def _check_tensor(x: SparseTensor, what: str):
     check_key_range(x.spatial_shape, f"{what}: spatial_shape")
 
 
-def _pair_lists(
-    columns, num_inputs, kernel_size, pair_kernels, submanifold, pair_capacity, tile_size
-):
+def _pair_lists(kernel_size, pair_kernels, submanifold, pair_capacity, build):
     """{sub-kernel: PairList [B, ...]}; submanifold lists hold the o > 0 half, mirrored.
 
-    columns(sel) -> int32 [B, N_out, len(sel)]: the map's input rows for the offsets `sel`.
+    build(sel, mirror, capacity) -> the batched PairList of the offsets `sel` (mirror: the -o of
+    each for a submanifold map, else None; capacity: the static pair bound for this list).
     """
     num_offsets = math.prod(kernel_size)
     lists = {}
@@ -113,12 +112,20 @@ def _pair_lists(
             capacity = None if pair_capacity is None else -(-int(pair_capacity) // 2)
         if sel.size == 0:
             continue
-        lists[tuple(sub)] = jax.vmap(
-            lambda c, sel=sel, mirror=mirror, capacity=capacity: build_pair_list(
-                c, sel, num_inputs, capacity, tile_size, mirror
-            )
-        )(columns(sel))
+        lists[tuple(sub)] = build(sel, mirror, capacity)
     return lists
+
+
+def _table_lists(columns, num_inputs, tile_size):
+    """`_pair_lists` builder from a table: columns(sel) -> int32 [B, N_out, len(sel)], the map's
+    input rows for the offsets `sel` (-1 = none)."""
+
+    def build(sel, mirror, capacity):
+        return jax.vmap(lambda c: build_pair_list(c, sel, num_inputs, capacity, tile_size, mirror))(
+            columns(sel)
+        )
+
+    return build
 
 
 def _axis_offsets(kernel_size, dilation):
@@ -180,14 +187,9 @@ def submanifold_map(
     # Convs on the pair path need only `upper`; the full tables are dropped by XLA when unused.
     neighbours = jax.vmap(_mirror_columns)(upper, x.mask)
     reverse = neighbours[:, :, ::-1]  # offset -o is index K-1-k for a centred odd kernel
+    columns = lambda sel: upper[:, :, sel - centre - 1]  # noqa: E731
     pairs = _pair_lists(
-        lambda sel: upper[:, :, sel - centre - 1],
-        x.capacity,
-        kernel_size,
-        pair_kernels,
-        True,
-        pair_capacity,
-        tile_size,
+        kernel_size, pair_kernels, True, pair_capacity, _table_lists(columns, x.capacity, tile_size)
     )
     return KernelMap(
         neighbours, reverse, pairs, tuple(kernel_size), tuple(dilation), (1, 1, 1), True
@@ -334,23 +336,12 @@ def downsample_map(
         x.coords, x.mask
     )
     if mode == "floor":  # from the searched table
-        pairs = _pair_lists(
-            lambda sel: neighbours[:, :, sel],
-            x.capacity,
-            kernel_size,
-            pair_kernels,
-            False,
-            pair_capacity,
-            tile_size,
-        )
+        build = _table_lists(lambda sel: neighbours[:, :, sel], x.capacity, tile_size)
     else:  # from the fine rows' candidates, without the dense [N_out, K] table
-        pairs = {}
-        for sub in (tuple(kernel_size),) if pair_kernels is None else pair_kernels:
-            sel = sub_kernel_indices(kernel_size, sub)
-            if sel.size == 0:
-                continue
-            pairs[tuple(sub)] = jax.vmap(
-                lambda c, o, sel=sel: build_class_pair_list(
+
+        def build(sel, mirror, capacity):
+            return jax.vmap(
+                lambda c, o: build_class_pair_list(
                     c,
                     o,
                     num_classes,
@@ -358,10 +349,12 @@ def downsample_map(
                     tap_choice[sel],
                     sel,
                     out_capacity,
-                    pair_capacity,
+                    capacity,
                     tile_size,
                 )
             )(row_class, candidate_out)
+
+    pairs = _pair_lists(kernel_size, pair_kernels, False, pair_capacity, build)
     coarse = SparseTensor(
         coords=out_coords,
         feats=jnp.zeros(out_coords.shape[:2] + (0,), jnp.float32),
