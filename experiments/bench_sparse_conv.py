@@ -2,8 +2,9 @@
 
     python experiments/bench_sparse_conv.py [--peer ../shared/tools/spconv_peer.py] [--out FILE]
 
-On one scan of about 120k points voxelised at 0.05 m and 0.1 m, with 2 CPU threads, it times
-(median of --reps after a warm-up): the submanifold kernel map, SubMConv3d 64->64 forward,
+On one scan of about 120k points voxelised at 0.05 m and 0.1 m, with 2 CPU threads (--threads;
+1 compares the dataflows per core), it times (median of --reps after a warm-up): the
+submanifold kernel map, SubMConv3d 64->64 forward,
 forward+backward (the output returned too, so the forward runs, as in training and in spconv's
 timing) and the backward alone, and SparseConv3d stride 2 64->128 (with its map); plus a float32
 (N x 64) @ (64 x 64) GEMM measured in the same run, and a breakdown of the pair dataflow into
@@ -29,7 +30,7 @@ import time
 
 import numpy as np
 
-THREADS = 2
+THREADS = 2  # the setting; --threads 1 gives the per-core comparison
 C = 64
 TARGET_POINTS = 120_000
 
@@ -313,7 +314,7 @@ def breakdown(level: Level, reps: int) -> dict[str, float]:
     return {name: statistics.median(timed(fn, args, reps)) for name, (fn, args) in pieces.items()}
 
 
-def run_peer(peer: str, npz: str, workdir: str, reps: int, round_index: int) -> dict:
+def run_peer(peer: str, npz: str, workdir: str, reps: int, round_index: int, threads: int) -> dict:
     json_path = os.path.join(workdir, f"peer_{round_index}.json")
     outputs = os.path.join(workdir, "peer_outputs.npz")
     cmd = [
@@ -321,7 +322,7 @@ def run_peer(peer: str, npz: str, workdir: str, reps: int, round_index: int) -> 
         peer,
         npz,
         "--threads",
-        str(THREADS),
+        str(threads),
         "--reps",
         str(reps),
         "--json",
@@ -344,10 +345,16 @@ def main(argv=None):
     parser.add_argument("--out", default="bench_results/sparse_conv.json")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved ours/peer rounds")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=THREADS,
+        help="CPU cores for both (the targets are at 2; 1 compares the dataflows per core)",
+    )
     args = parser.parse_args(argv)
     if args.reps < 7:
         raise ValueError(f"--reps must be >= 7, got {args.reps}")
-    cores = set_threads(THREADS)
+    cores = set_threads(args.threads)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import jax
 
@@ -373,13 +380,15 @@ def main(argv=None):
             for name, times in level.measure(args.reps).items():
                 samples[voxel_m].setdefault(name, []).extend(times)
         if args.peer:
-            peer_rounds.append(run_peer(args.peer, npz, workdir, args.reps, round_index))
+            peer_rounds.append(
+                run_peer(args.peer, npz, workdir, args.reps, round_index, args.threads)
+            )
     pieces = breakdown(fine, args.reps)
 
     results = {
         "scan_source": scan_source,
         "points": int(len(points)),
-        "threads": THREADS,
+        "threads": args.threads,
         "cores": cores,
         "reps_per_round": args.reps,
         "rounds": args.rounds,

@@ -147,6 +147,31 @@ def test_network_sharded_over_four_devices_matches_single_device():
     assert np.array_equal(np.asarray(again.feats), np.asarray(out_single.feats))
 
 
+def test_explicit_mesh_axes_are_refused_with_a_clear_error():
+    """A batch sharded on a mesh with Explicit axes (jax.make_mesh's default in jax 0.10) cannot
+    trace the per-sample gathers; every sparse entry point says so instead of failing deep
+    inside JAX. Auto axes work (test above)."""
+    x = random_tensor(2, 96)
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    x_sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
+    points = jax.device_put(
+        jnp.zeros((4, 8, 3), jnp.float32), NamedSharding(mesh, PartitionSpec("data"))
+    )
+    grid = sp.VoxelGrid((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (4, 4, 4))
+    with jax.set_mesh(mesh):
+        for what, call in (
+            ("submanifold_map", lambda: sp.submanifold_map(x_sharded)),
+            ("downsample_map", lambda: sp.downsample_map(x_sharded, (3, 3, 3), (2, 2, 2), 96)),
+            ("voxelize", lambda: sp.voxelize(points, points[..., 0] == 0, grid, 8)),
+        ):
+            with pytest.raises(ValueError, match=f"{what}: .*Explicit axes.*Auto"):
+                jax.jit(call)()
+        kmap = sp.submanifold_map(x)  # built unsharded: the conv itself must refuse too
+        weight = jnp.zeros((3, 3, 3, x.feats.shape[-1], 2))
+        with pytest.raises(ValueError, match="sparse_conv: .*Explicit axes"):
+            jax.jit(lambda f: sp.sparse_conv(f, kmap, weight))(x_sharded.feats)
+
+
 def test_strided_layer_checks_its_map():
     """SparseConv3d refuses a map built for another stride or dilation (it would be wrong)."""
     x = random_tensor(5, 96)

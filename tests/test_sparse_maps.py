@@ -188,3 +188,22 @@ def test_find_rows_matches_brute_force(spatial_shape):
         lookup = row_of(x.coords[b], x.mask[b])
         expected = [lookup.get(tuple(q), -1) if m else -1 for q, m in zip(query[b], query_mask[b])]
         np.testing.assert_array_equal(rows[b], expected)
+
+
+def test_sorted_search_matches_numpy_searchsorted():
+    """The kernel maps' binary search equals np.searchsorted on sorted keys with duplicates,
+    queries outside the key range, both sides, under vmap, and for 0, 1 and 2**k +- 1 keys."""
+    from leakjax.sparse.search import sorted_search
+
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 7, 8, 9, 31, 32, 33, 200):
+        keys = np.sort(rng.integers(-20, 20, n)).astype(np.int32)
+        queries = rng.integers(-25, 25, (3, 17)).astype(np.int32)
+        for side in ("left", "right"):
+            got = jax.jit(lambda k, q, s=side: sorted_search(k, q, s))(keys, queries)
+            np.testing.assert_array_equal(got, np.searchsorted(keys, queries, side=side))
+    batch_keys = np.sort(rng.integers(0, 50, (3, 40)), axis=1).astype(np.int32)
+    batch_queries = rng.integers(-5, 55, (3, 11)).astype(np.int32)
+    got = jax.vmap(sorted_search)(batch_keys, batch_queries)
+    want = [np.searchsorted(k, q) for k, q in zip(batch_keys, batch_queries)]
+    np.testing.assert_array_equal(got, np.stack(want))

@@ -25,7 +25,7 @@ from leakjax.sparse.kernel_map import KernelMap, kernel_offsets, sub_kernel_indi
 from leakjax.sparse.pairs import PairList, build_pair_list
 from leakjax.sparse.rows import row_gram, take_rows
 from leakjax.sparse.search import build_index, lookup
-from leakjax.sparse.tensor import map_samples
+from leakjax.sparse.tensor import check_auto_sharding, map_samples
 
 METHODS = ("auto", "pairs", "gather")
 
@@ -209,6 +209,7 @@ def sparse_conv(
     """
     if method not in METHODS:
         raise ValueError(f"sparse_conv: method must be one of {METHODS}, got {method!r}")
+    check_auto_sharding(feats, "sparse_conv")
     kernel_size = tuple(weight.shape[:3])
     c_in, c_out = weight.shape[3], weight.shape[4]
     if feats.shape[-1] != c_in:

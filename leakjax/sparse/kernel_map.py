@@ -22,10 +22,11 @@ import numpy as np
 from flax import struct
 
 from leakjax.sparse.pairs import PairList, build_class_pair_list, build_pair_list
-from leakjax.sparse.search import build_index, column_lookup
+from leakjax.sparse.search import build_index, column_lookup, sorted_search
 from leakjax.sparse.tensor import (
     SENTINEL_KEY,
     SparseTensor,
+    check_auto_sharding,
     check_key_range,
     decode_keys,
     encode_keys,
@@ -92,6 +93,7 @@ def _check_tensor(x: SparseTensor, what: str):
             f"{x.coords.shape}, {x.mask.shape}"
         )
     check_key_range(x.spatial_shape, f"{what}: spatial_shape")
+    check_auto_sharding(x.coords, what)
 
 
 def _pair_lists(kernel_size, pair_kernels, submanifold, pair_capacity, build):
@@ -288,7 +290,7 @@ def downsample_map(
             neighbours = column_lookup(fine_index, out_coords * s, out_mask, columns, z_offsets)
             neighbours = neighbours.reshape(out_capacity, -1)
         else:  # every candidate is a real pair (fine row, coarse row, tap): look up its row only
-            out_row = jnp.searchsorted(unique, keys).astype(jnp.int32)
+            out_row = sorted_search(unique, keys)
             found = (keys != SENTINEL_KEY) & (
                 unique[jnp.minimum(out_row, out_capacity - 1)] == keys
             )

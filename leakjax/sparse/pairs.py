@@ -49,8 +49,9 @@ def _layout(k_sel, worst, num_rows, pair_capacity, tile_size):
 
 def _tile_offsets(tile_end, num_tiles_capacity, k_sel):
     """Offset position of every tile, given the cumulative tile counts per offset."""
-    tiles = jnp.arange(num_tiles_capacity)
-    return jnp.minimum(jnp.searchsorted(tile_end, tiles, side="right"), k_sel - 1).astype(jnp.int32)
+    tiles = jnp.arange(num_tiles_capacity, dtype=jnp.int32)
+    ended = jnp.sum(tile_end[None, :] <= tiles[:, None], axis=1, dtype=jnp.int32)  # [tiles]
+    return jnp.minimum(ended, k_sel - 1)
 
 
 def _column_cumsum(valid, block: int = 128):

@@ -17,7 +17,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
 DEFAULT_CHUNK = 1024
 
 

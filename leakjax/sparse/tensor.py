@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import AxisType
 
 # Padding rows get this key so that they sort after every real voxel.
 SENTINEL_KEY = np.iinfo(np.int32).max
@@ -32,6 +33,23 @@ def map_samples(fn, batch: int):
         return jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], args)))
 
     return one
+
+
+def check_auto_sharding(x, what: str):
+    """Raise a clear error if x is sharded on a mesh with Explicit axes.
+
+    The sparse ops are per-sample code under `vmap`; with sharding in types (Explicit axes,
+    `jax.make_mesh`'s default in jax 0.10) their gathers from per-level tables fail to trace.
+    Auto axes (`jax.sharding.Mesh`, as leakjax.train.mesh builds) shard the batch axis fine.
+    """
+    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
+    if mesh is None or mesh.empty or AxisType.Explicit not in tuple(mesh.axis_types):
+        return
+    raise ValueError(
+        f"{what}: the batch is sharded on a mesh with Explicit axes {mesh.axis_names}; "
+        "leakjax.sparse needs Auto axes: build the mesh with jax.sharding.Mesh(devices, "
+        "('data',)) or jax.make_mesh(..., axis_types=(jax.sharding.AxisType.Auto,))"
+    )
 
 
 @struct.dataclass

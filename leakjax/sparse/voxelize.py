@@ -13,7 +13,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from leakjax.sparse.tensor import SENTINEL_KEY, check_key_range, decode_keys, encode_keys
+from leakjax.sparse.tensor import (
+    SENTINEL_KEY,
+    check_auto_sharding,
+    check_key_range,
+    decode_keys,
+    encode_keys,
+)
 
 _SYSTEMS = ("cartesian", "cylindrical")
 _OUT_OF_RANGE = ("clip", "drop")
@@ -128,6 +134,7 @@ def voxelize(points: jax.Array, point_mask: jax.Array, grid: VoxelGrid, capacity
         )
     if capacity < 1:
         raise ValueError(f"voxelize: capacity must be >= 1, got {capacity}")
+    check_auto_sharding(points, "voxelize")
     return jax.vmap(lambda p, m: _voxelize_one(p, m, grid, capacity))(points, point_mask)
 
 
