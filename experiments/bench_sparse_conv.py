@@ -3,12 +3,12 @@
     python experiments/bench_sparse_conv.py [--peer ../shared/tools/spconv_peer.py] [--out FILE]
 
 On one scan of about 120k points voxelised at 0.05 m and 0.1 m, with 2 CPU threads (--threads;
-1 compares the dataflows per core), it times (median of --reps after a warm-up): the
-submanifold kernel map, SubMConv3d 64->64 forward,
-forward+backward (the output returned too, so the forward runs, as in training and in spconv's
-timing) and the backward alone, and SparseConv3d stride 2 64->128 (with its map); plus a float32
-(N x 64) @ (64 x 64) GEMM measured in the same run, and a breakdown of the pair dataflow into
-sort, search, gather, GEMM and scatter-add. Useful GFLOP/s = 2 x real pairs x C_in x C_out / time.
+1 compares the dataflows per core), it times (median of --reps after a warm-up): the submanifold
+kernel map, SubMConv3d 64->64 forward, forward+backward (the output returned too, so the forward
+runs, as in training and in spconv's timing) and the backward alone, and SparseConv3d stride 2
+64->128 (with its map); plus a float32 (N x 64) @ (64 x 64) GEMM measured in the same run, and a
+breakdown of the pair dataflow into sort, search, gather, GEMM and scatter-add.
+Useful GFLOP/s = 2 x real pairs x C_in x C_out / time.
 
 With --peer, the 0.05 m voxels and weights are exported in the peer tool's .npz format, the peer
 runs interleaved with our timings (rounds), and its outputs are checked against ours (relative

@@ -31,9 +31,9 @@ def row_gram(a, b, mask=None, chunk: int = DEFAULT_CHUNK):
 
     a [B, N, C_a], b [B, N, C_b], mask bool [B, N] | None (None: every row) -> [C_a, C_b].
     Rows outside the mask are selected away before any product (NaN there changes nothing).
-    Contiguous chunks of rows, one [chunk, C_a]^T @ [chunk, C_b] product per sample: on CPU
-    that measured 1.3x faster than one einsum over (batch, rows) per chunk, and than gathering
-    the chunk's rows by index.
+    Contiguous chunks of rows, one [chunk, C_a]^T @ [chunk, C_b] product per sample: on CPU at
+    75k x 64 x 64 (a conv's centre tap) 8.4 ms instead of 11.5 for one einsum over (batch, rows)
+    per chunk or for gathering the chunk's rows by index; wider shapes measured within noise.
     """
     batch, rows = a.shape[:2]
     chunk = max(1, min(chunk, rows))
