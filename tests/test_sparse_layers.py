@@ -1,6 +1,8 @@
 """Flax sparse layers: convs against dense lax.conv, masked BatchNorm against numpy, padding and
 device-count invariance of the BatchNorm statistics (4 simulated CPU devices)."""
 
+from functools import partial
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -147,29 +149,38 @@ def test_network_sharded_over_four_devices_matches_single_device():
     assert np.array_equal(np.asarray(again.feats), np.asarray(out_single.feats))
 
 
-def test_explicit_mesh_axes_are_refused_with_a_clear_error():
-    """A batch sharded on a mesh with Explicit axes (jax.make_mesh's default in jax 0.10) cannot
-    trace the per-sample gathers; every sparse entry point says so instead of failing deep
-    inside JAX. Auto axes work (test above)."""
+def test_network_on_an_explicit_axis_mesh_matches_single_device():
+    """With the batch sharded on Explicit mesh axes (jax.make_mesh's default in jax 0.10) the
+    per-sample ops run under shard_map (tensor.per_device_samples): outputs, BatchNorm
+    statistics and parameter gradients equal the one-device run; voxelize too."""
     x = random_tensor(2, 96)
-    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
-    x_sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
-    points = jax.device_put(
-        jnp.zeros((4, 8, 3), jnp.float32), NamedSharding(mesh, PartitionSpec("data"))
-    )
+    net = TinyNet()
+    variables = jax.jit(net.init)(jax.random.key(0), x)
+
+    def loss(params, x):
+        out, stats = net.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+        return jnp.sum(out.feats**2), (out.feats, stats)
+
+    step = jax.value_and_grad(loss, has_aux=True)
+    (_, (out_single, stats_single)), grads_single = jax.jit(step)(variables["params"], x)
+    points = jnp.asarray(np.random.default_rng(5).uniform(0, 1, (4, 50, 3)).astype(np.float32))
     grid = sp.VoxelGrid((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (4, 4, 4))
+    vox_single = jax.jit(lambda p: sp.voxelize(p, p[..., 0] < 0.8, grid, 40))(points)
+
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    batch = NamedSharding(mesh, PartitionSpec("data"))
     with jax.set_mesh(mesh):
-        for what, call in (
-            ("submanifold_map", lambda: sp.submanifold_map(x_sharded)),
-            ("downsample_map", lambda: sp.downsample_map(x_sharded, (3, 3, 3), (2, 2, 2), 96)),
-            ("voxelize", lambda: sp.voxelize(points, points[..., 0] == 0, grid, 8)),
-        ):
-            with pytest.raises(ValueError, match=f"{what}: .*Explicit axes.*Auto"):
-                jax.jit(call)()
-        kmap = sp.submanifold_map(x)  # built unsharded: the conv itself must refuse too
-        weight = jnp.zeros((3, 3, 3, x.feats.shape[-1], 2))
-        with pytest.raises(ValueError, match="sparse_conv: .*Explicit axes"):
-            jax.jit(lambda f: sp.sparse_conv(f, kmap, weight))(x_sharded.feats)
+        params = jax.device_put(variables["params"], NamedSharding(mesh, PartitionSpec()))
+        (_, (out, stats)), grads = jax.jit(step)(params, jax.device_put(x, batch))
+        vox = jax.jit(lambda p: sp.voxelize(p, p[..., 0] < 0.8, grid, 40))(
+            jax.device_put(points, batch)
+        )
+    assert out.sharding.spec[0] == "data"
+    close = partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
+    close(np.asarray(out), np.asarray(out_single))
+    jax.tree.map(lambda a, b: close(np.asarray(a), np.asarray(b)), stats, stats_single)
+    jax.tree.map(lambda a, b: close(np.asarray(a), np.asarray(b)), grads, grads_single)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), vox, vox_single)
 
 
 def test_strided_layer_checks_its_map():

@@ -25,7 +25,12 @@ from leakjax.sparse.kernel_map import KernelMap, kernel_offsets, sub_kernel_indi
 from leakjax.sparse.pairs import PairList, build_pair_list
 from leakjax.sparse.rows import row_gram, take_rows
 from leakjax.sparse.search import build_index, lookup
-from leakjax.sparse.tensor import check_auto_sharding, map_samples
+from leakjax.sparse.tensor import (
+    map_samples,
+    per_device_samples,
+    vary_like,
+    zeros_like_varying,
+)
 
 METHODS = ("auto", "pairs", "gather")
 
@@ -87,7 +92,7 @@ def _start(static, src, weight, centre_weight, mask):
     product saves a zero fill and a full-size add; selecting after the GEMM fuses into it and
     never lets a masked row's value (even NaN) through."""
     if centre_weight is None:
-        return jnp.zeros((src.shape[0], static[0], weight.shape[-1]), src.dtype)
+        return zeros_like_varying(src, (src.shape[0], static[0], weight.shape[-1]), src.dtype)
     return _masked(src @ centre_weight, mask)
 
 
@@ -119,7 +124,7 @@ def _tile_conv_bwd(static, residuals, grad_out):
     batch = src.shape[0]
     grad_centre = None
     if centre_weight is None:
-        grad_src = jnp.zeros_like(src)
+        grad_src = zeros_like_varying(grad_out, src.shape, src.dtype)
     else:  # rows outside `mask` get no centre term: their cotangent is dropped (tiles never
         # read them either, so the walk below may use grad_out as it is)
         grad_src = _masked(grad_out @ centre_weight.T, mask)
@@ -136,7 +141,7 @@ def _tile_conv_bwd(static, residuals, grad_out):
             grad_mw = map_samples(_weight_step, batch)(grad_mw, k, src, d, grad_out, s)
         return grad_src, grad_w, grad_mw
 
-    zeros_w = jnp.zeros((batch,) + weight.shape, weight.dtype)
+    zeros_w = zeros_like_varying(grad_out, (batch,) + weight.shape, weight.dtype)
     init = (grad_src, zeros_w, zeros_w if mirrored else None)
     grad_src, grad_w, grad_mw = jax.lax.fori_loop(0, _num_steps(steps), body, init)
     grad_mw = grad_mw.sum(0) if mirrored else None
@@ -209,18 +214,12 @@ def sparse_conv(
     """
     if method not in METHODS:
         raise ValueError(f"sparse_conv: method must be one of {METHODS}, got {method!r}")
-    check_auto_sharding(feats, "sparse_conv")
     kernel_size = tuple(weight.shape[:3])
-    c_in, c_out = weight.shape[3], weight.shape[4]
+    c_in = weight.shape[3]
     if feats.shape[-1] != c_in:
         raise ValueError(f"sparse_conv: feats have {feats.shape[-1]} channels, weight wants {c_in}")
     if transpose and kernel_map.submanifold:
         raise ValueError("sparse_conv: transpose needs a down-sampling map, got a submanifold map")
-    sel = sub_kernel_indices(kernel_map.kernel_size, kernel_size)
-    flat_weight = jnp.asarray(weight).reshape(-1, c_in, c_out)
-    if kernel_map.submanifold and out_mask is None:
-        out_mask = in_mask
-
     pairs = kernel_map.pairs.get(kernel_size)
     use_pairs = method == "pairs" or (method == "auto" and pairs is not None)
     if use_pairs and pairs is None:
@@ -228,6 +227,23 @@ def sparse_conv(
             f"sparse_conv: the kernel map has no pair list for kernel {kernel_size}; "
             f"build it with pair_kernels including it (has {list(kernel_map.pairs)})"
         )
+    if kernel_map.submanifold and out_mask is None:
+        out_mask = in_mask
+    # Tiles write only rows of the map's output set and a submanifold centre tap only rows of
+    # in_mask, so the pair path needs the output mask only when the caller passes a different one.
+    same_masks = out_mask is in_mask
+    batched = (feats, kernel_map, in_mask, None if same_masks else out_mask)
+    convolve = partial(_convolve, transpose=transpose, use_pairs=use_pairs, same_masks=same_masks)
+    return per_device_samples(lambda b, w: convolve(*b, w), batched, jnp.asarray(weight))
+
+
+def _convolve(feats, kernel_map, in_mask, out_mask, weight, transpose, use_pairs, same_masks):
+    """sparse_conv on one device's samples (out_mask None with same_masks: it is in_mask)."""
+    kernel_size = tuple(weight.shape[:3])
+    c_in, c_out = weight.shape[3], weight.shape[4]
+    sel = sub_kernel_indices(kernel_map.kernel_size, kernel_size)
+    flat_weight = vary_like(weight, feats).reshape(-1, c_in, c_out)
+    pairs = kernel_map.pairs.get(kernel_size)
     if use_pairs:
         position = {int(k): i for i, k in enumerate(sel)}
         pair_weight = flat_weight[np.asarray([position[k] for k in pairs.offsets])]
@@ -241,15 +257,14 @@ def sparse_conv(
         out = pair_conv(
             feats, pairs, pair_weight, mirror_weight, transpose, num_out, centre_weight, in_mask
         )
-        # Tiles write only rows of the map's output set and a submanifold centre tap only rows
-        # of in_mask, so the output mask is needed only when the caller passes a different one.
-        if out_mask is not None and out_mask is not in_mask:
+        if out_mask is not None:  # a mask other than in_mask
             out = jnp.where(out_mask[..., None], out, 0)
     else:
         table = (kernel_map.reverse if transpose else kernel_map.neighbours)[:, :, sel]
         out = jax.vmap(lambda f, t: gather_conv(f, t, flat_weight))(feats, table)
-        if out_mask is not None:
-            out = jnp.where(out_mask[..., None], out, 0)
+        mask = in_mask if same_masks else out_mask
+        if mask is not None:
+            out = jnp.where(mask[..., None], out, 0)
     return out
 
 

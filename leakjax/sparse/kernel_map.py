@@ -15,6 +15,7 @@ Conventions (p fine/input voxel, q output voxel, o offset, s stride, d dilation)
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +27,10 @@ from leakjax.sparse.search import build_index, column_lookup, sorted_search
 from leakjax.sparse.tensor import (
     SENTINEL_KEY,
     SparseTensor,
-    check_auto_sharding,
     check_key_range,
     decode_keys,
     encode_keys,
+    per_device_samples,
 )
 
 DOWNSAMPLE_MODES = ("spconv", "floor")
@@ -93,7 +94,6 @@ def _check_tensor(x: SparseTensor, what: str):
             f"{x.coords.shape}, {x.mask.shape}"
         )
     check_key_range(x.spatial_shape, f"{what}: spatial_shape")
-    check_auto_sharding(x.coords, what)
 
 
 def _pair_lists(kernel_size, pair_kernels, submanifold, pair_capacity, build):
@@ -166,6 +166,18 @@ def submanifold_map(
     """
     _check_tensor(x, "submanifold_map")
     kernel_offsets(kernel_size, dilation)  # validates the kernel
+    build = partial(
+        _submanifold_map,
+        kernel_size=tuple(kernel_size),
+        dilation=tuple(dilation),
+        pair_kernels=pair_kernels,
+        pair_capacity=pair_capacity,
+        tile_size=tile_size,
+    )
+    return per_device_samples(lambda x, _: build(x), x)
+
+
+def _submanifold_map(x, kernel_size, dilation, pair_kernels, pair_capacity, tile_size):
     columns, z_offsets = _axis_offsets(kernel_size, dilation)
     middle = len(columns) // 2
     positive_z = z_offsets[len(z_offsets) // 2 + 1 :]
@@ -242,6 +254,23 @@ def downsample_map(
         raise ValueError(f"downsample_map: dilation must be 3 positive ints, got {dilation}")
     out_capacity = out_capacity or x.capacity
     kernel_offsets(kernel_size, dilation)  # validates the kernel
+    build = partial(
+        _downsample_map,
+        kernel_size=tuple(kernel_size),
+        stride=tuple(stride),
+        out_capacity=out_capacity,
+        mode=mode,
+        dilation=tuple(dilation),
+        pair_kernels=pair_kernels,
+        pair_capacity=pair_capacity,
+        tile_size=tile_size,
+    )
+    return per_device_samples(lambda x, _: build(x), x)
+
+
+def _downsample_map(
+    x, kernel_size, stride, out_capacity, mode, dilation, pair_kernels, pair_capacity, tile_size
+):
     radius = np.asarray(kernel_size) // 2
     s = jnp.asarray(stride, jnp.int32)
     out_shape = tuple(-(-n // st) for n, st in zip(x.spatial_shape, stride))

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from leakjax.sparse.tensor import per_device_samples, zeros_like_varying
+
 DEFAULT_CHUNK = 1024
 
 
@@ -35,6 +37,10 @@ def row_gram(a, b, mask=None, chunk: int = DEFAULT_CHUNK):
     75k x 64 x 64 (a conv's centre tap) 8.4 ms instead of 11.5 for one einsum over (batch, rows)
     per chunk or for gathering the chunk's rows by index; wider shapes measured within noise.
     """
+    return per_device_samples(lambda b, _: _row_gram(*b, chunk), (a, b, mask), summed=True)
+
+
+def _row_gram(a, b, mask, chunk):
     batch, rows = a.shape[:2]
     chunk = max(1, min(chunk, rows))
     full, tail = divmod(rows, chunk)
@@ -47,7 +53,7 @@ def row_gram(a, b, mask=None, chunk: int = DEFAULT_CHUNK):
             x, y = jnp.where(keep, x, 0), jnp.where(keep, y, 0)
         return sum(x[i].T @ y[i] for i in range(batch))
 
-    init = jnp.zeros((a.shape[-1], b.shape[-1]), jnp.result_type(a, b))
+    init = zeros_like_varying(a, (a.shape[-1], b.shape[-1]), jnp.result_type(a, b))
     total = jax.lax.fori_loop(0, full, lambda i, acc: acc + part(i * chunk, chunk), init)
     return total + part(full * chunk, tail) if tail else total
 

@@ -15,10 +15,10 @@ from flax import struct
 
 from leakjax.sparse.tensor import (
     SENTINEL_KEY,
-    check_auto_sharding,
     check_key_range,
     decode_keys,
     encode_keys,
+    per_device_samples,
 )
 
 _SYSTEMS = ("cartesian", "cylindrical")
@@ -134,8 +134,8 @@ def voxelize(points: jax.Array, point_mask: jax.Array, grid: VoxelGrid, capacity
         )
     if capacity < 1:
         raise ValueError(f"voxelize: capacity must be >= 1, got {capacity}")
-    check_auto_sharding(points, "voxelize")
-    return jax.vmap(lambda p, m: _voxelize_one(p, m, grid, capacity))(points, point_mask)
+    one = jax.vmap(lambda p, m: _voxelize_one(p, m, grid, capacity))
+    return per_device_samples(lambda b, _: one(*b), (points, point_mask))
 
 
 def voxel_reduce(values, point_to_voxel, capacity: int, reduce: str = "mean") -> jax.Array:
@@ -157,7 +157,7 @@ def voxel_reduce(values, point_to_voxel, capacity: int, reduce: str = "mean") ->
             return total
         return (total / jnp.maximum(count, 1)[:, None].astype(vals.dtype)).astype(vals.dtype)
 
-    return jax.vmap(one)(values, point_to_voxel)
+    return per_device_samples(lambda b, _: jax.vmap(one)(*b), (values, point_to_voxel))
 
 
 def voxel_majority_label(
@@ -177,7 +177,7 @@ def voxel_majority_label(
         best = jnp.argmax(hist, axis=-1).astype(jnp.int32)
         return jnp.where(hist.max(axis=-1) > 0, best, ignore_index).astype(jnp.int32)
 
-    return jax.vmap(one)(labels, point_to_voxel)
+    return per_device_samples(lambda b, _: jax.vmap(one)(*b), (labels, point_to_voxel))
 
 
 def gather_to_points(voxel_values, point_to_voxel) -> jax.Array:
@@ -187,7 +187,7 @@ def gather_to_points(voxel_values, point_to_voxel) -> jax.Array:
         out = jnp.take(vals, jnp.maximum(p2v, 0), axis=0)
         return jnp.where((p2v >= 0)[:, None], out, 0)
 
-    return jax.vmap(one)(voxel_values, point_to_voxel)
+    return per_device_samples(lambda b, _: jax.vmap(one)(*b), (voxel_values, point_to_voxel))
 
 
 __all__ = [
