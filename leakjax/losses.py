@@ -18,7 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, PartitionSpec
+
+from leakjax.sharding import unsharded
 
 WEIGHTINGS = ("none", "inverse", "salsanext", "randla")
 RANDLA_EPSILON = 0.02
@@ -119,16 +120,6 @@ def _lovasz_gradient(sorted_foreground: jax.Array) -> jax.Array:
     return jnp.concatenate([jaccard[..., :1], jnp.diff(jaccard, axis=-1)], axis=-1)
 
 
-def _unsharded(x):
-    """x gathered onto every device when it is sharded on Explicit mesh axes (`jax.make_mesh`'s
-    default in jax 0.10), which refuse a sort along a sharded axis; Auto axes (and one device)
-    gather implicitly, so x is returned as it is."""
-    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
-    if mesh is None or mesh.empty or AxisType.Explicit not in tuple(mesh.axis_types):
-        return x
-    return jax.sharding.reshard(x, PartitionSpec())
-
-
 def lovasz_softmax(
     probs: jax.Array,
     labels: jax.Array,
@@ -158,7 +149,7 @@ def lovasz_softmax(
     probs = probs.reshape(-1, num_classes).astype(jnp.float32)
     labels = labels.reshape(-1)
     # one sort over the whole batch: every entry on every device
-    probs, labels, valid = _unsharded(probs), _unsharded(labels), _unsharded(valid)
+    probs, labels, valid = unsharded(probs), unsharded(labels), unsharded(valid)
     class_ids = jnp.arange(num_classes)
     foreground = ((labels[None, :] == class_ids[:, None]) & valid[None, :]).astype(jnp.float32)
     errors = jnp.where(valid[None, :], jnp.abs(foreground - probs.T), 0.0)  # [C, N]

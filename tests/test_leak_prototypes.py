@@ -94,10 +94,16 @@ def test_bank_updates_micro_and_macro_and_never_in_eval():
     assert float(eval_losses["macro"]) == pytest.approx(float(expected), rel=1e-6)
 
 
-def test_four_devices_equal_one_device():
+@pytest.mark.parametrize("axes", ["auto", "explicit"])
+def test_four_devices_equal_one_device(axes):
+    """Auto axes (the trainer's mesh) and Explicit axes (jax.make_mesh's default, where the
+    class sums run per device and are added: leakjax.sharding.per_device_samples)."""
     devices = jax.devices()
     assert len(devices) == 4, "tests/conftest.py should provide 4 CPU devices"
-    mesh = Mesh(np.asarray(devices), ("data",))
+    if axes == "auto":
+        mesh = Mesh(np.asarray(devices), ("data",))
+    else:
+        mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())
     rng = np.random.default_rng(2)
@@ -115,7 +121,10 @@ def test_four_devices_equal_one_device():
     one, many = init, jax.device_put(init, replicated)
     for batch in batches:
         one_losses, one = single(one, *batch, True)
-        many_losses, many = sharded(many, *[jax.device_put(x, batch_sharding) for x in batch], True)
+        with jax.set_mesh(mesh):
+            many_losses, many = sharded(
+                many, *[jax.device_put(x, batch_sharding) for x in batch], True
+            )
     for a, b in zip(jax.tree.leaves((one_losses, one)), jax.tree.leaves((many_losses, many))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     shards = [np.asarray(s.data) for s in many["prototypes"]["micro_means"].addressable_shards]

@@ -1,5 +1,7 @@
 """Trainer tests: sharded step == 1-device step, Orbax round trip, determinism, resume, NaN stop."""
 
+import contextlib
+
 import jax
 import ml_collections
 import numpy as np
@@ -25,24 +27,28 @@ def _host_batches(source, config, num):
     return [next(batches) for _ in range(num)]
 
 
-def _run_steps(devices, config, host_batches, tmp_path):
-    mesh = mesh_lib.make_data_mesh(devices)
+def _run_steps(devices, config, host_batches, tmp_path, mesh=None):
+    """Train steps on the trainer's `data` mesh over `devices`, or on the given mesh (one with
+    Explicit axes is used under jax.set_mesh, as JAX requires)."""
+    explicit = mesh is not None
+    mesh = mesh_lib.make_data_mesh(devices) if mesh is None else mesh
     run = trainer.build_run(config, tmp_path, mesh, LEAK)
     run.checkpointer.close()
-    state = run.init_fn()
-    step = make_train_step(
-        run.model,
-        run.tx,
-        mesh,
-        jax.random.key(config.seed),
-        trainer.loss_settings(config, None),
-        LEAK,
-        donate=False,
-    )
-    losses = []
-    for batch in host_batches:
-        state, metrics = step(state, mesh_lib.global_batch(batch, mesh))
-        losses.append(float(metrics["loss"]))
+    with jax.set_mesh(mesh) if explicit else contextlib.nullcontext():
+        state = run.init_fn()
+        step = make_train_step(
+            run.model,
+            run.tx,
+            mesh,
+            jax.random.key(config.seed),
+            trainer.loss_settings(config, None),
+            LEAK,
+            donate=False,
+        )
+        losses = []
+        for batch in host_batches:
+            state, metrics = step(state, mesh_lib.global_batch(batch, mesh))
+            losses.append(float(metrics["loss"]))
     return jax.device_get(state), losses
 
 
@@ -74,7 +80,9 @@ def test_four_devices_equal_one_device(config, source, tmp_path):
 
 
 def test_cylinder3d_step_four_devices_equal_one_device(source, tmp_path):
-    """The default model, sharded: same loss, gradients (through SGD), BN statistics, prototypes.
+    """The default model, sharded: same loss, gradients (through SGD), BN statistics, prototypes;
+    on a mesh of Auto axes (the trainer's) and of Explicit axes (jax.make_mesh's default, where
+    the sparse ops and LEAK's class sums run per device: leakjax.sharding).
 
     SGD rather than Adam: Adam's first step is about lr * sign(g), so a parameter whose true
     gradient is zero (e.g. a bias right before a BatchNorm) moves by +-lr on float32 rounding noise
@@ -90,11 +98,16 @@ def test_cylinder3d_step_four_devices_equal_one_device(source, tmp_path):
     batches = _host_batches(source, config, 1)
     single, single_losses = _run_steps(jax.devices()[:1], config, batches, tmp_path / "one")
     sharded, sharded_losses = _run_steps(jax.devices(), config, batches, tmp_path / "four")
+    explicit_mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    explicit, explicit_losses = _run_steps(None, config, batches, tmp_path / "x", explicit_mesh)
     assert single.prototypes["micro_counts"].sum() > 0
     np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-6)
-    for name in ("params", "batch_stats", "prototypes"):
+    np.testing.assert_allclose(explicit_losses, single_losses, rtol=1e-6)
+    for name, other in [
+        (n, s) for n in ("params", "batch_stats", "prototypes") for s in (sharded, explicit)
+    ]:
         for a, b in zip(
-            jax.tree.leaves(getattr(single, name)), jax.tree.leaves(getattr(sharded, name))
+            jax.tree.leaves(getattr(single, name)), jax.tree.leaves(getattr(other, name))
         ):
             # Sums over ~10^3 rows in another order: float32 rounding of about 1e-6 of the
             # array's scale (measured: params within 2e-7, BN variance and prototypes 2e-6 of

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from leakjax.sharding import per_device_samples
+
 
 def fairness_loss(
     probs: jax.Array,
@@ -59,13 +61,18 @@ def fairness_loss(
     probs = probs.reshape(-1, num_micro).astype(dtype)
     labels = labels.reshape(-1).astype(jnp.int32)
     valid = valid.reshape(-1).astype(bool) & (labels >= 0) & (labels < num_micro)
-    safe = jnp.where(valid, labels, 0)
 
-    right_prob = jnp.take_along_axis(probs, safe[:, None], axis=-1)[:, 0]  # p_i[y_i], [N]
-    counts = jax.ops.segment_sum(valid.astype(dtype), safe, num_micro)
-    ybar = jax.ops.segment_sum(jnp.where(valid, right_prob, 0.0), safe, num_micro) / jnp.maximum(
-        counts, 1.0
-    )
+    def local(batch, _):
+        """Per-class counts and sums of p_i[y_i] [m] of these entries."""
+        probs, labels, valid = batch
+        safe = jnp.where(valid, labels, 0)
+        right_prob = jnp.take_along_axis(probs, safe[:, None], axis=-1)[:, 0]  # p_i[y_i], [N]
+        counts = jax.ops.segment_sum(valid.astype(dtype), safe, num_micro)
+        return counts, jax.ops.segment_sum(jnp.where(valid, right_prob, 0.0), safe, num_micro)
+
+    # per device, then added over devices, when the batch is sharded on Explicit axes
+    counts, sums = per_device_samples(local, (probs, labels, valid), summed=True)
+    ybar = sums / jnp.maximum(counts, 1.0)
     present = counts > 0
     ybar = jnp.where(present, ybar, 0.0)
     total = jax.ops.segment_sum(ybar, mapping, num_macro)

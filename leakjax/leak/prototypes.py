@@ -32,6 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from leakjax.sharding import per_device_samples, take_table
+
 DISTANCES = ("l1", "l2_channel")
 
 
@@ -50,12 +52,17 @@ def class_sums(
     feats: jax.Array, labels: jax.Array, valid: jax.Array, num_classes: int
 ) -> tuple[jax.Array, jax.Array]:
     """Per-class feature sums [m, D] and counts [m] (float32) over valid entries (global)."""
-    feats, labels, valid = _flatten(feats, labels, valid)
-    counted = valid & (labels >= 0) & (labels < num_classes)
-    safe = jnp.where(counted, labels, 0)
-    sums = jax.ops.segment_sum(jnp.where(counted[:, None], feats, 0.0), safe, num_classes)
-    counts = jax.ops.segment_sum(counted.astype(jnp.float32), safe, num_classes)
-    return sums, counts
+
+    def local(batch, _):
+        feats, labels, valid = batch
+        counted = valid & (labels >= 0) & (labels < num_classes)
+        safe = jnp.where(counted, labels, 0)
+        sums = jax.ops.segment_sum(jnp.where(counted[:, None], feats, 0.0), safe, num_classes)
+        counts = jax.ops.segment_sum(counted.astype(jnp.float32), safe, num_classes)
+        return sums, counts
+
+    # per device, then added over devices, when the batch is sharded on Explicit axes
+    return per_device_samples(local, _flatten(feats, labels, valid), summed=True)
 
 
 def update_prototypes(
@@ -101,20 +108,27 @@ def prototype_loss(
     if distance not in DISTANCES:
         raise ValueError(f"distance: {distance!r} not in {DISTANCES}")
     num_classes = means.shape[0]
-    feats, labels, valid = _flatten(feats, labels, valid)
-    counted = valid & (labels >= 0) & (labels < num_classes)
-    safe = jnp.where(counted, labels, 0)
+
+    def local(batch, prototypes):
+        """Per-class counts [m] and sums [m] (l1) or [m, D] (l2_channel) of these entries."""
+        feats, labels, valid = batch
+        counted = valid & (labels >= 0) & (labels < num_classes)
+        safe = jnp.where(counted, labels, 0)
+        residual = jnp.where(counted[:, None], feats - prototypes[safe], 0.0)  # [N, D]
+        class_counts = jax.ops.segment_sum(counted.astype(jnp.float32), safe, num_classes)
+        if distance == "l1":
+            return class_counts, jax.ops.segment_sum(jnp.abs(residual).sum(-1), safe, num_classes)
+        return class_counts, jax.ops.segment_sum(residual**2, safe, num_classes)
+
     prototypes = jax.lax.stop_gradient(means.astype(jnp.float32))
-    residual = jnp.where(counted[:, None], feats - prototypes[safe], 0.0)  # [N, D]
-    class_counts = jax.ops.segment_sum(counted.astype(jnp.float32), safe, num_classes)
+    class_counts, sums = per_device_samples(
+        local, _flatten(feats, labels, valid), prototypes, summed=True
+    )
     present = class_counts > 0
     if distance == "l1":
-        per_point = jnp.abs(residual).sum(axis=-1)
-        per_class = jax.ops.segment_sum(per_point, safe, num_classes) / jnp.maximum(
-            class_counts, 1.0
-        )
+        per_class = sums / jnp.maximum(class_counts, 1.0)
     else:
-        squares = jax.ops.segment_sum(residual**2, safe, num_classes)  # [m, D]
+        squares = sums  # [m, D]
         # sqrt has an infinite derivative at 0: differentiate only where the norm is positive.
         positive = squares > 0
         norms = jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
@@ -185,7 +199,9 @@ class PrototypeBank(nn.Module):
         in_range = (labels >= 0) & (labels < self.num_micro)
         num_out_of_range = jnp.sum(valid & ~in_range)
         valid = valid & in_range
-        macro_labels = jnp.asarray(micro_to_macro, jnp.int32)[jnp.where(valid, labels, 0)]
+        macro_labels = take_table(
+            jnp.asarray(micro_to_macro, jnp.int32), jnp.where(valid, labels, 0)
+        )
 
         if update and not self.is_initializing():
             micro_means.value, micro_counts.value = update_prototypes(

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from leakjax.sharding import per_device_samples
 from leakjax.sparse.pairs import PairList, build_class_pair_list, build_pair_list
 from leakjax.sparse.search import build_index, column_lookup, sorted_search
 from leakjax.sparse.tensor import (
@@ -30,7 +31,6 @@ from leakjax.sparse.tensor import (
     check_key_range,
     decode_keys,
     encode_keys,
-    per_device_samples,
 )
 
 DOWNSAMPLE_MODES = ("spconv", "floor")

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from leakjax.sparse.tensor import per_device_samples, zeros_like_varying
+from leakjax.sharding import per_device_samples, zeros_like_varying
 
 DEFAULT_CHUNK = 1024
 

@@ -12,8 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-from jax.sharding import AxisType
-from jax.sharding import PartitionSpec as P
 
 # Padding rows get this key so that they sort after every real voxel.
 SENTINEL_KEY = np.iinfo(np.int32).max
@@ -34,65 +32,6 @@ def map_samples(fn, batch: int):
         return jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], args)))
 
     return one
-
-
-def _varying_axes(x) -> frozenset:
-    """The manual mesh axes x varies over inside `shard_map` (empty outside)."""
-    aval = jax.typeof(x)
-    manual = getattr(aval, "manual_axis_type", None)  # jax 0.10; older jax: aval.vma
-    return frozenset(getattr(manual, "varying", None) or getattr(aval, "vma", None) or ())
-
-
-def vary_like(x, like):
-    """x marked as varying over the manual mesh axes that `like` varies over (inside
-    `shard_map`, see `per_device_samples`; a no-op elsewhere). A loop carry that starts from
-    constants and accumulates device-local data must be varying from the start, and a weight
-    used with device-local data inside a custom VJP must be too: autodiff then sums its
-    gradient over the devices (the transpose of this cast)."""
-    axes = tuple(sorted(_varying_axes(like) - _varying_axes(x)))
-    return jax.lax.pcast(x, axes, to="varying") if axes else x
-
-
-def zeros_like_varying(like, shape, dtype):
-    """jnp.zeros(shape, dtype) varying like `like` (see `vary_like`)."""
-    return vary_like(jnp.zeros(shape, dtype), like)
-
-
-def _explicit_batch_spec(x):
-    """The mesh axes the leading (batch) axis of x is sharded over, when they are Explicit axes
-    (sharding in types, `jax.make_mesh`'s default in jax 0.10); else None."""
-    sharding = getattr(jax.typeof(x), "sharding", None)
-    mesh = getattr(sharding, "mesh", None)
-    if mesh is None or mesh.empty or AxisType.Explicit not in tuple(mesh.axis_types):
-        return None
-    spec = tuple(sharding.spec)
-    return spec[0] if spec and spec[0] is not None else None
-
-
-def per_device_samples(fn, batched, replicated=(), summed: bool = False):
-    """fn(batched, replicated) for per-sample code; `batched` is a pytree of [B, ...] arrays,
-    `replicated` one of arrays without a batch axis (weights). fn's outputs are all [B, ...].
-
-    When the batch axis is sharded on Explicit mesh axes, JAX cannot infer the sharding of a
-    gather from an unbatched table with batch-sharded indices (the per-level tables of the maps,
-    a conv's per-tile weights), so fn runs under `jax.shard_map` on each device's block of
-    samples, where every array is local and the code traces unchanged. Nothing mixes samples, so
-    the results are those of the unsharded call. Otherwise (one device, Auto axes as built by
-    leakjax.train.mesh) fn is called directly. summed: fn returns sums over its samples (no
-    batch axis); the devices' sums are added (psum).
-    """
-    leaves = jax.tree.leaves(batched)
-    spec = _explicit_batch_spec(leaves[0]) if leaves else None
-    if spec is None:
-        return fn(batched, replicated)
-    mesh = jax.typeof(leaves[0]).sharding.mesh
-    if summed:
-        local, out_spec = (lambda b, r: jax.lax.psum(fn(b, r), spec)), P()
-    else:
-        local, out_spec = fn, P(spec)
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(spec), P()), out_specs=out_spec)(
-        batched, replicated
-    )
 
 
 @struct.dataclass

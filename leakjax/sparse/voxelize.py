@@ -13,13 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from leakjax.sparse.tensor import (
-    SENTINEL_KEY,
-    check_key_range,
-    decode_keys,
-    encode_keys,
-    per_device_samples,
-)
+from leakjax.sharding import per_device_samples
+from leakjax.sparse.tensor import SENTINEL_KEY, check_key_range, decode_keys, encode_keys
 
 _SYSTEMS = ("cartesian", "cylindrical")
 _OUT_OF_RANGE = ("clip", "drop")
