@@ -8,7 +8,8 @@ places, and these helpers give it (each is the identity without such a mesh):
   batch into per-class totals, runs on each device's samples under `jax.shard_map`
   (`per_device_samples`; `vary_like` / `zeros_like_varying` for its loop carries and weights);
 - a global sort over the batch first gathers the batch onto every device (`unsharded`);
-- a lookup in a small table with batch-sharded indices names its output sharding (`take_table`).
+- a lookup in a small table with batch-sharded indices names its output sharding (`take_table`),
+  and so does an array created to match a sharded one (`explicit_sharding`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def _explicit_batch_spec(x):
         return None
     spec = tuple(jax.typeof(x).sharding.spec)
     return spec[0] if spec and spec[0] is not None else None
+
+
+def explicit_sharding(x):
+    """x's NamedSharding when it is on Explicit axes (for `out_sharding=` of arrays created to
+    match x, e.g. a random mask), else None."""
+    return None if _explicit_mesh(x) is None else jax.typeof(x).sharding
 
 
 def unsharded(x):

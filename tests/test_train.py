@@ -69,14 +69,19 @@ def test_four_devices_equal_one_device(config, source, tmp_path):
     assert len({int(m.sum()) for m in batches[0]["point_mask"]}) > 1
     single, single_losses = _run_steps(jax.devices()[:1], config, batches, tmp_path / "one")
     sharded, sharded_losses = _run_steps(jax.devices(), config, batches, tmp_path / "four")
+    # the same on a mesh of Explicit axes (jax.make_mesh's default; dropout included)
+    explicit_mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    explicit, explicit_losses = _run_steps(None, config, batches, tmp_path / "x", explicit_mesh)
+    assert config.model.kwargs["dropout_rate"] > 0
     assert single.prototypes["micro_counts"].sum() > 0  # the bank was really updated
     assert np.abs(single.batch_stats["BatchNorm_0"]["mean"]).max() > 0
-    np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-6, atol=1e-6)
-    for name in ("params", "batch_stats", "prototypes"):
-        for a, b in zip(
-            jax.tree.leaves(getattr(single, name)), jax.tree.leaves(getattr(sharded, name))
-        ):
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=name)
+    for other, other_losses in ((sharded, sharded_losses), (explicit, explicit_losses)):
+        np.testing.assert_allclose(other_losses, single_losses, rtol=1e-6, atol=1e-6)
+        for name in ("params", "batch_stats", "prototypes"):
+            for a, b in zip(
+                jax.tree.leaves(getattr(single, name)), jax.tree.leaves(getattr(other, name))
+            ):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
 def test_cylinder3d_step_four_devices_equal_one_device(source, tmp_path):

@@ -14,6 +14,27 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from leakjax.sharding import explicit_sharding
+
+
+class Dropout(nn.Module):
+    """flax's nn.Dropout (same "dropout" rng stream, module name and mask: the outputs are
+    equal), whose mask takes the input's sharding, so that it also traces with the batch sharded
+    on Explicit mesh axes (flax draws an unsharded mask, which JAX refuses to combine there)."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        if self.rate == 0.0 or deterministic:
+            return x
+        if self.rate == 1.0:
+            return jnp.zeros_like(x)
+        keep = 1.0 - self.rate
+        rng = self.make_rng("dropout")
+        mask = jax.random.bernoulli(rng, keep, x.shape, out_sharding=explicit_sharding(x))
+        return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
+
 
 class PointMLP(nn.Module):
     """Per-point MLP.
@@ -56,7 +77,7 @@ class PointMLP(nn.Module):
             x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x, mask=mask)
             x = nn.relu(x) * mask
         features = x  # [B, P, D]
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = Dropout(self.dropout_rate)(x, deterministic=not train)
         logits = nn.Dense(self.num_classes)(x)  # [B, P, num_classes]
         logits = jnp.where(mask, logits, 0.0)
         labels = jnp.where(point_mask, labels, 0)
