@@ -184,3 +184,30 @@ def test_non_finite_loss_stops_clearly(config, tmp_path):
         _train(config, source, tmp_path / "nan")
     steps = checkpoint.Checkpointer(tmp_path / "nan" / "checkpoints").all_steps()
     assert steps == []  # the NaN appears before the first checkpoint: nothing was saved
+
+
+def test_pointmlp_dropout_equals_flax_dropout():
+    """PointMLP's Dropout (mask drawn with the input's sharding) gives flax's nn.Dropout outputs:
+    same rng stream, module name and mask."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from leakjax.models.pointmlp import Dropout
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 50, 8)).astype(np.float32))
+
+    class Flax(nn.Module):
+        @nn.compact
+        def __call__(self, x, deterministic):
+            return nn.Dropout(0.3)(x, deterministic=deterministic)
+
+    class Ours(nn.Module):
+        @nn.compact
+        def __call__(self, x, deterministic):
+            return Dropout(0.3)(x, deterministic=deterministic)
+
+    rngs = {"dropout": jax.random.key(3)}
+    want = Flax().apply({}, x, False, rngs=rngs)
+    assert 0.2 < float(jnp.mean(want == 0)) < 0.4
+    np.testing.assert_array_equal(Ours().apply({}, x, False, rngs=rngs), want)
+    np.testing.assert_array_equal(Ours().apply({}, x, True), x)
