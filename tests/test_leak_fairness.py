@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from explicit_mesh import run_batch_sharded
 
 from leakjax.leak import fairness_loss
 
@@ -96,8 +97,6 @@ def test_fairness_gradient_equals_finite_differences():
 def test_fairness_on_an_explicit_axis_mesh_matches_one_device():
     """With the batch sharded on Explicit mesh axes the per-class sums run per device and are
     added (leakjax.sharding.per_device_samples); loss and gradient equal the one-device run."""
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec
-
     rng = np.random.default_rng(6)
     logits = rng.normal(size=(4, 25, 5)).astype(np.float32)
     labels = rng.integers(0, 5, (4, 25)).astype(np.int32)
@@ -109,11 +108,6 @@ def test_fairness_on_an_explicit_axis_mesh_matches_one_device():
 
     step = jax.jit(jax.value_and_grad(loss))
     want_loss, want_grad = step(logits, labels, valid)
-    mesh = jax.make_mesh((4,), ("data",), axis_types=(AxisType.Explicit,))
-    with jax.set_mesh(mesh):
-        sharded = jax.device_put(
-            (logits, labels, valid), NamedSharding(mesh, PartitionSpec("data"))
-        )
-        got_loss, got_grad = step(*sharded)
+    got_loss, got_grad = run_batch_sharded(step, logits, labels, valid)
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-7)

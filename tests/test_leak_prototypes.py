@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from explicit_mesh import explicit_mesh
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from leakjax.leak import PrototypeBank, prototype_loss, update_prototypes
@@ -103,7 +104,7 @@ def test_four_devices_equal_one_device(axes):
     if axes == "auto":
         mesh = Mesh(np.asarray(devices), ("data",))
     else:
-        mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+        mesh = explicit_mesh()
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())
     rng = np.random.default_rng(2)

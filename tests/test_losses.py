@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from explicit_mesh import run_batch_sharded
 from scipy.special import log_softmax, softmax
 
 from leakjax.losses import class_weights, cross_entropy, lovasz_softmax
@@ -109,8 +110,6 @@ def test_lovasz_ignore_index_drops_points_and_class():
 def test_lovasz_on_an_explicit_axis_mesh_matches_one_device():
     """Lovasz sorts over the whole batch: with the batch sharded on Explicit mesh axes the loss
     gathers it first (Auto axes do this implicitly); loss and gradient equal the one-device run."""
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec
-
     rng = np.random.default_rng(4)
     logits = rng.normal(size=(4, 40, 5)).astype(np.float32)
     labels = rng.integers(0, 5, (4, 40)).astype(np.int32)
@@ -121,11 +120,6 @@ def test_lovasz_on_an_explicit_axis_mesh_matches_one_device():
 
     step = jax.jit(jax.value_and_grad(loss))
     want_loss, want_grad = step(logits, labels, valid)
-    mesh = jax.make_mesh((4,), ("data",), axis_types=(AxisType.Explicit,))
-    with jax.set_mesh(mesh):
-        sharded = jax.device_put(
-            (logits, labels, valid), NamedSharding(mesh, PartitionSpec("data"))
-        )
-        got_loss, got_grad = step(*sharded)
+    got_loss, got_grad = run_batch_sharded(step, logits, labels, valid)
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
     np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-7)

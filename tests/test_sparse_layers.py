@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from explicit_mesh import explicit_mesh
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.test_util import check_grads
 
@@ -167,7 +168,7 @@ def test_network_on_an_explicit_axis_mesh_matches_single_device():
     grid = sp.VoxelGrid((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (4, 4, 4))
     vox_single = jax.jit(lambda p: sp.voxelize(p, p[..., 0] < 0.8, grid, 40))(points)
 
-    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    mesh = explicit_mesh()
     batch = NamedSharding(mesh, PartitionSpec("data"))
     with jax.set_mesh(mesh):
         params = jax.device_put(variables["params"], NamedSharding(mesh, PartitionSpec()))

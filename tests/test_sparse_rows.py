@@ -4,6 +4,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from explicit_mesh import explicit_mesh
+from jax.sharding import NamedSharding, PartitionSpec
 from jax.test_util import check_grads
 
 from leakjax import sparse as sp
@@ -49,8 +51,6 @@ def test_row_matmul_and_row_dense_gradients_match_plain_matmul():
 def test_row_gram_and_row_dense_on_an_explicit_axis_mesh():
     """With the batch sharded on Explicit mesh axes, row_gram sums each device's rows and adds
     the devices' sums (per_device_samples(summed=True)); RowDense's gradients match one device."""
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec
-
     rng = np.random.default_rng(2)
     x = rng.normal(size=(4, 30, 5)).astype(np.float32)
     cot = rng.normal(size=(4, 30, 3)).astype(np.float32)
@@ -64,7 +64,7 @@ def test_row_gram_and_row_dense_on_an_explicit_axis_mesh():
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
     gram = jax.jit(lambda a, b, m: sp.row_gram(a, b, m, chunk=8))
     want_grads, want_gram = grad(params, x), gram(x, cot, mask)
-    mesh = jax.make_mesh((4,), ("data",), axis_types=(AxisType.Explicit,))
+    mesh = explicit_mesh()
     batch = NamedSharding(mesh, PartitionSpec("data"))
     with jax.set_mesh(mesh):
         got_grads = grad(

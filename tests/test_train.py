@@ -6,6 +6,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from explicit_mesh import explicit_mesh
 from train_fixtures import InMemorySource, tiny_config
 
 from experiments.configs import semkitti as semkitti_configs
@@ -70,8 +71,7 @@ def test_four_devices_equal_one_device(config, source, tmp_path):
     single, single_losses = _run_steps(jax.devices()[:1], config, batches, tmp_path / "one")
     sharded, sharded_losses = _run_steps(jax.devices(), config, batches, tmp_path / "four")
     # the same on a mesh of Explicit axes (jax.make_mesh's default; dropout included)
-    explicit_mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
-    explicit, explicit_losses = _run_steps(None, config, batches, tmp_path / "x", explicit_mesh)
+    explicit, explicit_losses = _run_steps(None, config, batches, tmp_path / "x", explicit_mesh())
     assert config.model.kwargs["dropout_rate"] > 0
     assert single.prototypes["micro_counts"].sum() > 0  # the bank was really updated
     assert np.abs(single.batch_stats["BatchNorm_0"]["mean"]).max() > 0
@@ -103,8 +103,7 @@ def test_cylinder3d_step_four_devices_equal_one_device(source, tmp_path):
     batches = _host_batches(source, config, 1)
     single, single_losses = _run_steps(jax.devices()[:1], config, batches, tmp_path / "one")
     sharded, sharded_losses = _run_steps(jax.devices(), config, batches, tmp_path / "four")
-    explicit_mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
-    explicit, explicit_losses = _run_steps(None, config, batches, tmp_path / "x", explicit_mesh)
+    explicit, explicit_losses = _run_steps(None, config, batches, tmp_path / "x", explicit_mesh())
     assert single.prototypes["micro_counts"].sum() > 0
     np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-6)
     np.testing.assert_allclose(explicit_losses, single_losses, rtol=1e-6)

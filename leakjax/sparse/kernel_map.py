@@ -15,7 +15,6 @@ Conventions (p fine/input voxel, q output voxel, o offset, s stride, d dilation)
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -166,15 +165,12 @@ def submanifold_map(
     """
     _check_tensor(x, "submanifold_map")
     kernel_offsets(kernel_size, dilation)  # validates the kernel
-    build = partial(
-        _submanifold_map,
-        kernel_size=tuple(kernel_size),
-        dilation=tuple(dilation),
-        pair_kernels=pair_kernels,
-        pair_capacity=pair_capacity,
-        tile_size=tile_size,
+    return per_device_samples(
+        lambda x, _: _submanifold_map(
+            x, kernel_size, dilation, pair_kernels, pair_capacity, tile_size
+        ),
+        x,
     )
-    return per_device_samples(lambda x, _: build(x), x)
 
 
 def _submanifold_map(x, kernel_size, dilation, pair_kernels, pair_capacity, tile_size):
@@ -254,18 +250,20 @@ def downsample_map(
         raise ValueError(f"downsample_map: dilation must be 3 positive ints, got {dilation}")
     out_capacity = out_capacity or x.capacity
     kernel_offsets(kernel_size, dilation)  # validates the kernel
-    build = partial(
-        _downsample_map,
-        kernel_size=tuple(kernel_size),
-        stride=tuple(stride),
-        out_capacity=out_capacity,
-        mode=mode,
-        dilation=tuple(dilation),
-        pair_kernels=pair_kernels,
-        pair_capacity=pair_capacity,
-        tile_size=tile_size,
+    return per_device_samples(
+        lambda x, _: _downsample_map(
+            x,
+            kernel_size,
+            stride,
+            out_capacity,
+            mode,
+            dilation,
+            pair_kernels,
+            pair_capacity,
+            tile_size,
+        ),
+        x,
     )
-    return per_device_samples(lambda x, _: build(x), x)
 
 
 def _downsample_map(
