@@ -181,10 +181,15 @@ def run_worker(init_size: int, mode: str, reps: int, azimuth_steps: int) -> dict
     import resource
 
     import jax
+    import jax.numpy as jnp
     import optax
 
-    from leakjax import losses
+    from datasets.semantic_kitti.labels import LABEL_SPACE
     from leakjax.models.cylinder3d import Cylinder3D
+    from leakjax.train import mesh as mesh_lib
+    from leakjax.train.batch import point_cloud_spec
+    from leakjax.train.state import TrainState
+    from leakjax.train.steps import LossSettings, make_train_step
 
     points, labels = synthetic_scan(azimuth_steps)
     batch = make_batch(points, labels)
@@ -202,33 +207,31 @@ def run_worker(init_size: int, mode: str, reps: int, azimuth_steps: int) -> dict
         args = (variables, batch)
         fn = jax.jit(step)
     else:
+        # The trainer's own step (leakjax/train/steps.py): voxel CE + Lovasz, Adam, one device.
+        mesh = mesh_lib.make_data_mesh(jax.devices()[:1])
         optimizer = optax.adam(1e-3)
-
-        def loss_fn(params, batch_stats, batch):
-            (_, aux), state = model.apply(
-                {"params": params, "batch_stats": batch_stats},
-                batch,
-                train=True,
-                mutable=["batch_stats"],
-            )
-            logits, voxel_labels, valid = aux["loss_logits"], aux["loss_labels"], aux["loss_mask"]
-            loss = losses.cross_entropy(
-                logits, voxel_labels, valid, ignore_index=0
-            ) + losses.lovasz_softmax(
-                jax.nn.softmax(logits, -1), voxel_labels, valid, ignore_index=0
-            )
-            return loss, (state["batch_stats"], aux["overflow"])
+        train_step = make_train_step(
+            model,
+            optimizer,
+            mesh,
+            jax.random.key(0),
+            LossSettings(lovasz_weight=1.0),
+            LABEL_SPACE,
+            point_cloud_spec(4),
+            donate=False,
+        )
+        state = TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=variables["params"],
+            batch_stats=variables["batch_stats"],
+            prototypes={},
+            opt_state=optimizer.init(variables["params"]),
+        )
 
         def step(state, batch):
-            params, batch_stats, opt_state = state
-            (loss, (batch_stats, overflow)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                params, batch_stats, batch
-            )
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), batch_stats, opt_state), overflow
+            state, metrics = train_step(state, batch)
+            return state, metrics["overflow"]
 
-        state = (variables["params"], variables["batch_stats"], None)
-        state = (state[0], state[1], optimizer.init(state[0]))
         args = (state, batch)
         fn = jax.jit(step)
 

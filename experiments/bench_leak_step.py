@@ -19,13 +19,13 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from datasets.semantic_kitti import CLASS_NAMES
-from experiments import semkitti_data
+from datasets.registry import load_dataset
 from leakjax import leak
-from leakjax.leak import a_priori_grouping
-from leakjax.train import input_pipeline, trainer
+from leakjax.leak import LeakSettings, a_priori_grouping
 from leakjax.train import mesh as mesh_lib
-from leakjax.train.steps import LeakSettings, make_train_step
+from leakjax.train import trainer
+from leakjax.train.logging import readable_logs
+from leakjax.train.steps import make_train_step
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/semkitti.py", "Pipeline config (model, data, batch size)."
@@ -44,37 +44,40 @@ def _time_call(step, state, batch) -> float:
 
 def main(argv: list[str]) -> None:
     del argv
+    readable_logs()
     config = _CONFIG.value
     if _REPEATS.value < 7:
         raise app.UsageError("--repeats must be >= 7")
     mesh = mesh_lib.make_data_mesh()
-    train_source, _, description = semkitti_data.make_sources(
-        config.data, _DATA_DIR.value, pathlib.Path(_CACHE_DIR.value)
-    )
-    host_batch = next(
-        input_pipeline.train_batches(
-            train_source,
-            config.train.batch_size,
-            config.seed,
-            0,
-            config.data.point_buckets,
-            max_points=config.data.get("train_max_points"),
-        )
-    )
+    data = load_dataset(config.data, _DATA_DIR.value, pathlib.Path(_CACHE_DIR.value))
+    description = data.description
+    host_batch = next(trainer.training_batches(config, data, 0))
     batch = mesh_lib.global_batch(host_batch, mesh)
-    # Any 19-class grouping has the same cost; the official categories need no baseline.
-    names = list(CLASS_NAMES[1:])
+    # Any grouping has the same cost; the a-priori categories need no baseline.
+    labels = data.label_space
     settings = LeakSettings(
-        tuple(int(v) for v in a_priori_grouping(names).micro_to_macro), leak.LeakConfig()
+        tuple(
+            int(v) for v in a_priori_grouping(labels.micro_names, labels.categories).micro_to_macro
+        ),
+        leak.LeakConfig(),
     )
-    loss = trainer.loss_settings(config, None)
+    loss = trainer.loss_settings(config, labels, None)
     steps, states = {}, {}
     for name, leak_settings in (("baseline", None), ("leak", settings)):
-        run = trainer.build_run(config, pathlib.Path("/tmp") / f"bench_{name}", mesh, leak_settings)
+        run_dir = pathlib.Path("/tmp") / f"bench_{name}"
+        run = trainer.build_run(config, run_dir, mesh, data, leak_settings)
         run.checkpointer.close()
         states[name] = run.init_fn()
         steps[name] = make_train_step(
-            run.model, run.tx, mesh, jax.random.key(0), loss, leak_settings, donate=False
+            run.model,
+            run.tx,
+            mesh,
+            jax.random.key(0),
+            loss,
+            labels,
+            data.spec,
+            leak_settings,
+            donate=False,
         )
         for _ in range(2):  # compile + warm-up
             _time_call(steps[name], states[name], batch)

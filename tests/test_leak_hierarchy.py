@@ -1,5 +1,7 @@
 """Hierarchy discovery on planted block-structured confusion matrices, the k criteria, the
-dendrogram, absent classes, the ablation groupings and the JSON round trip.
+dendrogram, absent classes, the ablation groupings and the JSON round trip. The discovery tests
+here are of the k-way method (method="kway", not from the paper); the default, the paper's
+recursive bisection, is tested in test_leak_bisection.py.
 
 Run by hand for the planted-case table (chosen k, ARI, conductance curve):
     python tests/test_leak_hierarchy.py
@@ -10,6 +12,7 @@ import pytest
 import scipy.cluster.hierarchy as sch
 from sklearn.metrics import adjusted_rand_score
 
+from datasets.semantic_kitti.labels import CATEGORIES
 from leakjax.leak import (
     Hierarchy,
     a_priori_grouping,
@@ -64,7 +67,7 @@ def planted_confusion(sizes, seed, within=0.8, error_rate=(0.05, 0.5), counts=(1
 @pytest.mark.parametrize("sizes,seed", PLANTED)
 def test_recovers_planted_communities(sizes, seed):
     confusion, truth = planted_confusion(sizes, seed)
-    hierarchy = discover_hierarchy(confusion, k_max=10, seed=0)
+    hierarchy = discover_hierarchy(confusion, k_max=10, seed=0, method="kway")
     assert hierarchy.num_macro == len(sizes), hierarchy.conductance
     assert adjusted_rand_score(truth, hierarchy.micro_to_macro) >= 0.9
     # the dendrogram agrees with the partition: a valid linkage, leaves macro class by macro class
@@ -89,7 +92,7 @@ def test_choose_k_criteria_on_a_hand_curve():
 def test_eigengap_and_fixed_switches_on_a_clean_block_matrix():
     confusion, truth = planted_confusion((4, 3, 3, 3), seed=5, within=0.97)
     for kwargs in ({"criterion": "eigengap"}, {"criterion": "fixed", "fixed_k": 4}):
-        hierarchy = discover_hierarchy(confusion, k_max=8, seed=0, **kwargs)
+        hierarchy = discover_hierarchy(confusion, k_max=8, seed=0, method="kway", **kwargs)
         assert hierarchy.num_macro == 4 and hierarchy.criterion == kwargs["criterion"]
         assert adjusted_rand_score(truth, hierarchy.micro_to_macro) == 1.0
 
@@ -103,7 +106,7 @@ def test_absent_and_never_confused_classes():
     target = 0
     big[np.flatnonzero(truth == truth[target]), absent] = 50  # its block's members predict it
     big[isolated, isolated] = 1000  # present, never confused either way
-    hierarchy = discover_hierarchy(big, k_max=6, seed=0)
+    hierarchy = discover_hierarchy(big, k_max=6, seed=0, method="kway")
     mapping = hierarchy.micro_to_macro
     assert hierarchy.unclustered == [absent, isolated]
     assert mapping[absent] == mapping[target]
@@ -115,7 +118,7 @@ def test_absent_and_never_confused_classes():
 def test_json_round_trip(tmp_path):
     confusion, _ = planted_confusion((4, 3, 3, 3), seed=4)
     names = [f"n{i}" for i in range(13)]
-    hierarchy = discover_hierarchy(confusion, k_max=6, seed=3, class_names=names)
+    hierarchy = discover_hierarchy(confusion, k_max=6, seed=3, class_names=names, method="kway")
     path = tmp_path / "hierarchy.json"
     hierarchy.save(path)
     loaded = Hierarchy.load(path)
@@ -150,7 +153,7 @@ SEMANTIC_KITTI_MICRO = [
 
 
 def test_a_priori_grouping_of_semantic_kitti():
-    hierarchy = a_priori_grouping(SEMANTIC_KITTI_MICRO)
+    hierarchy = a_priori_grouping(SEMANTIC_KITTI_MICRO, CATEGORIES)
     assert hierarchy.macro_names == ["ground", "structure", "vehicle", "nature", "human", "object"]
     expected = {
         "vehicle": ["car", "bicycle", "motorcycle", "truck", "other-vehicle"],
@@ -164,11 +167,11 @@ def test_a_priori_grouping_of_semantic_kitti():
         macro_of = [hierarchy.macro_names[c] for c in hierarchy.micro_to_macro]
         got = [name for name, m in zip(SEMANTIC_KITTI_MICRO, macro_of) if m == macro]
         assert got == members
-    renamed = a_priori_grouping(["Road", "traffic_sign", "Other Vehicle"])
+    renamed = a_priori_grouping(["Road", "traffic_sign", "Other Vehicle"], CATEGORIES)
     assert renamed.macro_names == ["ground", "vehicle", "object"]
     np.testing.assert_array_equal(renamed.micro_to_macro, [0, 2, 1])
     with pytest.raises(ValueError, match="unlabeled"):
-        a_priori_grouping(["unlabeled", "car"])
+        a_priori_grouping(["unlabeled", "car"], CATEGORIES)
 
 
 def test_given_grouping_validates():
@@ -189,9 +192,11 @@ def planted_report(seeds=range(10)):
     for sizes in sorted({sizes for sizes, _ in PLANTED}, key=len):
         for seed in seeds:
             confusion, truth = planted_confusion(sizes, seed)
-            hierarchy = discover_hierarchy(confusion, k_max=10, seed=0)
+            hierarchy = discover_hierarchy(confusion, k_max=10, seed=0, method="kway")
             ari = adjusted_rand_score(truth, hierarchy.micro_to_macro)
-            absolute = discover_hierarchy(confusion, k_max=10, criterion="largest_increase")
+            absolute = discover_hierarchy(
+                confusion, k_max=10, criterion="largest_increase", method="kway"
+            )
             hits.setdefault(sizes, []).append(
                 (hierarchy.num_macro == len(sizes), absolute.num_macro == len(sizes), ari >= 0.9)
             )

@@ -27,7 +27,7 @@ def objective(logits, feats, labels, valid, prototypes, config):
     )
     base = cross_entropy(logits, labels, valid)
     fairness = fairness_loss(jax.nn.softmax(logits), labels, valid, MICRO_TO_MACRO)
-    return combine_objective(base, terms["micro"], terms["macro"], fairness, config)
+    return combine_objective(base, terms["loss_micro"], terms["loss_macro"], fairness, config)
 
 
 def test_total_and_gradients_are_weighted_sums():
@@ -38,12 +38,12 @@ def test_total_and_gradients_are_weighted_sums():
     prototypes = warm["prototypes"]  # non-zero prototypes, so the terms are not trivial
     config = LeakConfig(lambda_micro=0.3, lambda_macro=0.2, lambda_fairness=0.7)
     total, terms = objective(logits, feats, labels, valid, prototypes, config)
-    assert set(terms) == {"base", "prototype_micro", "prototype_macro", "fairness", "total"}
+    assert set(terms) == {"loss_model", "loss_micro", "loss_macro", "loss_fairness", "loss"}
     weighted = (
-        terms["base"]
-        + 0.3 * terms["prototype_micro"]
-        + 0.2 * terms["prototype_macro"]
-        + 0.7 * terms["fairness"]
+        terms["loss_model"]
+        + 0.3 * terms["loss_micro"]
+        + 0.2 * terms["loss_macro"]
+        + 0.7 * terms["loss_fairness"]
     )
     assert float(total) == pytest.approx(float(weighted), rel=1e-6)
     assert all(float(v) > 0 for v in terms.values())
@@ -53,12 +53,12 @@ def test_total_and_gradients_are_weighted_sums():
 
     # one compiled program for all the gradients: d(terms)/d(logits, feats)
     grads = jax.jit(jax.jacrev(terms_of, argnums=(0, 1)))(logits, feats)
-    grad_logits, grad_feats = grads["total"]
-    expected_logits = grads["base"][0] + 0.7 * grads["fairness"][0]
-    expected_feats = 0.3 * grads["prototype_micro"][1] + 0.2 * grads["prototype_macro"][1]
+    grad_logits, grad_feats = grads["loss"]
+    expected_logits = grads["loss_model"][0] + 0.7 * grads["loss_fairness"][0]
+    expected_feats = 0.3 * grads["loss_micro"][1] + 0.2 * grads["loss_macro"][1]
     np.testing.assert_allclose(grad_logits, expected_logits, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(grad_feats, expected_feats, rtol=1e-5, atol=1e-7)
-    assert np.abs(np.asarray(grads["fairness"][0])).max() > 0
+    assert np.abs(np.asarray(grads["loss_fairness"][0])).max() > 0
 
 
 def test_zero_lambdas_give_the_base_loss_and_defaults_are_documented():
@@ -68,8 +68,8 @@ def test_zero_lambdas_give_the_base_loss_and_defaults_are_documented():
     )["prototypes"]
     off = LeakConfig(lambda_micro=0.0, lambda_macro=0.0, lambda_fairness=0.0)
     total, terms = objective(logits, feats, labels, valid, prototypes, off)
-    assert float(total) == float(terms["base"])
-    assert float(terms["base"]) == pytest.approx(float(cross_entropy(logits, labels, valid)))
+    assert float(total) == float(terms["loss_model"])
+    assert float(terms["loss_model"]) == pytest.approx(float(cross_entropy(logits, labels, valid)))
     defaults = LeakConfig()
     assert (defaults.lambda_micro, defaults.lambda_macro, defaults.lambda_fairness) == (
         0.01,

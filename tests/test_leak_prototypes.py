@@ -85,14 +85,14 @@ def test_bank_updates_micro_and_macro_and_never_in_eval():
     # the loss of a step uses the prototypes updated with that step's batch
     feats, labels, valid = batches[-1]
     expected = prototype_loss(feats, labels, valid, protos["micro_means"])
-    assert float(losses["micro"]) == pytest.approx(float(expected), rel=1e-6)
+    assert float(losses["loss_micro"]) == pytest.approx(float(expected), rel=1e-6)
     assert int(losses["num_out_of_range"]) == 0
     # evaluation: same loss computation, no state change
     eval_losses, unchanged = step(variables, *batches[0], False)
     jax.tree.map(np.testing.assert_array_equal, unchanged, variables)
     macro_labels = MICRO_TO_MACRO[np.where(batches[0][2], batches[0][1], 0)]
     expected = prototype_loss(batches[0][0], macro_labels, batches[0][2], protos["macro_means"])
-    assert float(eval_losses["macro"]) == pytest.approx(float(expected), rel=1e-6)
+    assert float(eval_losses["loss_macro"]) == pytest.approx(float(expected), rel=1e-6)
 
 
 @pytest.mark.parametrize("axes", ["auto", "explicit"])

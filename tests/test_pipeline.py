@@ -10,9 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import semkitti
 from experiments.configs import semkitti as semkitti_configs
+from leakjax import pipeline
 from leakjax.leak import Hierarchy
+from leakjax.metrics import segmentation_metrics
 from leakjax.train import input_pipeline, trainer
 from leakjax.train import logging as train_logging
 
@@ -41,7 +42,7 @@ def smoke_run(tmp_path_factory, cache_dir):
     """One full smoke pipeline (all phases) shared by the tests below."""
     workdir = tmp_path_factory.mktemp("smoke") / "run"
     config = semkitti_configs.get_config("smoke")
-    report = semkitti.run_pipeline(config, workdir, cache_dir=str(cache_dir))
+    report = pipeline.run_pipeline(config, workdir, cache_dir=str(cache_dir))
     return config, workdir, report
 
 
@@ -55,9 +56,10 @@ def test_all_phases_write_their_outputs(smoke_run):
         "confusion.png",
         "conductance.png",
         "dendrogram.png",
+        "curves.png",
     ):
         assert (workdir / name).is_file(), name
-    for name in ("confusion.png", "conductance.png", "dendrogram.png"):
+    for name in ("confusion.png", "conductance.png", "dendrogram.png", "curves.png"):
         assert (workdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     hierarchy = Hierarchy.load(workdir / "hierarchy.json")
     assert hierarchy.num_micro == 19 and hierarchy.class_names[0] == "car"
@@ -70,19 +72,26 @@ def test_all_phases_write_their_outputs(smoke_run):
         assert len(report["runs"][run]["iou_per_class"]) == 19
         assert 0.0 <= report["runs"][run]["oa"] <= 1.0
         records = train_logging.read_jsonl(workdir / run / "metrics.jsonl")
-        assert records[-1]["step"] == config.train.num_steps
-        assert all(np.isfinite(r["loss"]) for r in records)
-        assert ("loss_fairness" in records[-1]) == (run == "leak")
+        assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+        train_records = [r for r in records if "loss" in r]
+        assert train_records[-1]["step"] == config.train.num_steps
+        assert ("loss_fairness" in train_records[-1]) == (run == "leak")
+        # validation during training: every eval_every steps, per-class IoU included
+        val_steps = [r["step"] for r in records if "val_miou" in r]
+        assert val_steps == list(range(3, config.train.num_steps + 1, config.train.eval_every))
+        assert "val_iou/car" in next(r for r in records if "val_miou" in r)
     markdown = (workdir / "report.md").read_text()
-    assert "| miou |" in markdown and "| hiou |" in markdown
+    assert "| miou |" in markdown and "| hiou |" in markdown and "curves.png" in markdown
 
 
-def test_leak_checkpoint_carries_the_hierarchy(smoke_run):
+def test_leak_checkpoint_carries_the_hierarchy(smoke_run, cache_dir):
     config, workdir, _ = smoke_run
     hierarchy = Hierarchy.load(workdir / "hierarchy.json")
-    settings = semkitti.leak_settings(config, hierarchy)
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
-    _, state, metadata = trainer.load_state(config, workdir / "leak", mesh, settings)
+    settings = pipeline.leak_settings(config, hierarchy)
+    pipe = pipeline.setup(config, workdir, cache_dir=str(cache_dir))
+    _, state, metadata = trainer.load_state(
+        config, workdir / "leak", pipe.mesh, pipe.data, settings
+    )
     assert metadata["hierarchy"]["micro_to_macro"] == list(settings.micro_to_macro)
     assert metadata["config"]["train"]["num_steps"] == config.train.num_steps
     counts = np.asarray(state.prototypes["micro_counts"])
@@ -92,31 +101,39 @@ def test_leak_checkpoint_carries_the_hierarchy(smoke_run):
 def test_evaluation_matches_a_per_scan_numpy_count(smoke_run, cache_dir):
     """The sharded, padded, batched evaluation equals predicting each scan alone and counting."""
     config, workdir, _ = smoke_run
-    pipe = semkitti.setup(config, workdir, cache_dir=str(cache_dir))
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
-    model, state, _ = trainer.load_state(config, workdir / "baseline", mesh)
+    pipe = pipeline.setup(config, workdir, cache_dir=str(cache_dir))
+    model, state, _ = trainer.load_state(config, workdir / "baseline", pipe.mesh, pipe.data)
     cached = np.load(workdir / "baseline" / f"val_confusion_step{config.train.num_steps}.npy")
     expected = np.zeros((20, 20), np.int64)
     apply = jax.jit(lambda variables, batch: model.apply(variables, batch, train=False)[0])
     variables = jax.device_get(state.variables())
-    for index in range(len(pipe.val_source)):
-        points, labels = pipe.val_source[index]
-        batch = input_pipeline.pad_batch([(points, labels)], max(config.data.point_buckets))
+    for index in range(len(pipe.data.validation)):
+        sample = pipe.data.validation[index]
+        points, labels = sample["points"], sample["labels"]
+        batch = input_pipeline.pad_batch([sample], max(config.data.buckets), pipe.data.spec)
         logits = np.asarray(apply(variables, batch))[0, : len(points)]
         prediction = logits[:, 1:].argmax(axis=-1) + 1
         keep = labels != 0
         np.add.at(expected, (labels[keep], prediction[keep]), 1)
     np.testing.assert_array_equal(cached, expected)
+    # The validation logged during training (at the last step) is this same evaluation.
+    records = train_logging.read_jsonl(workdir / "baseline" / "metrics.jsonl")
+    logged = [r for r in records if "val_miou" in r][-1]
+    assert logged["step"] == config.train.num_steps
+    independent = segmentation_metrics(expected, ignore_index=0)
+    assert logged["val_miou"] == pytest.approx(independent["miou"], abs=1e-12)
+    assert logged["val_oa"] == pytest.approx(independent["oa"], abs=1e-12)
+    assert logged["val_iou/car"] == pytest.approx(independent["iou_per_class"][1], abs=1e-12)
 
 
 def test_resume_after_phase_one_does_not_repeat_it(smoke_run, tmp_path, cache_dir):
     config, _, report = smoke_run
     workdir = tmp_path / "resumed"
-    semkitti.run_pipeline(config, workdir, phases=(1,), cache_dir=str(cache_dir))
+    pipeline.run_pipeline(config, workdir, phases=(1,), cache_dir=str(cache_dir))
     assert not (workdir / "hierarchy.json").exists()
     baseline_log = (workdir / "baseline" / "metrics.jsonl").read_text()
     checkpoints = sorted(os.listdir(workdir / "baseline" / "checkpoints"))
-    resumed = semkitti.run_pipeline(config, workdir, cache_dir=str(cache_dir))
+    resumed = pipeline.run_pipeline(config, workdir, cache_dir=str(cache_dir))
     assert (workdir / "baseline" / "metrics.jsonl").read_text() == baseline_log  # not retrained
     assert sorted(os.listdir(workdir / "baseline" / "checkpoints")) == checkpoints
     assert resumed["runs"] == report["runs"]  # same numbers as the uninterrupted run
@@ -126,9 +143,9 @@ def test_resume_after_phase_one_does_not_repeat_it(smoke_run, tmp_path, cache_di
 def test_bad_phase_requests_are_errors(tmp_path, cache_dir):
     config = semkitti_configs.get_config("smoke")
     with pytest.raises(ValueError, match="unknown phases"):
-        semkitti.run_pipeline(config, tmp_path / "a", phases=(5,), cache_dir=str(cache_dir))
+        pipeline.run_pipeline(config, tmp_path / "a", phases=(5,), cache_dir=str(cache_dir))
     with pytest.raises(ValueError, match="need phase 2's hierarchy"):
-        semkitti.run_pipeline(config, tmp_path / "b", phases=(3,), cache_dir=str(cache_dir))
+        pipeline.run_pipeline(config, tmp_path / "b", phases=(3,), cache_dir=str(cache_dir))
     with pytest.raises(ValueError, match="expected one of"):
         semkitti_configs.get_config("huge")
 
@@ -163,3 +180,53 @@ def test_command_line_runs_a_phase_subset(smoke_run, cache_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     rewritten = json.loads((workdir / "report.json").read_text())
     assert rewritten["runs"] == json.loads(json.dumps(report["runs"]))
+
+
+def test_variants_and_seeds_share_one_baseline_and_resume(smoke_run, tmp_path, cache_dir):
+    """Two LEAK variants x two seeds in one work directory: one baseline, one hierarchy per
+    distinct grouping, four LEAK runs; a second call (as after a kill) trains nothing again."""
+    config, smoke_dir, report = smoke_run
+    config = semkitti_configs.get_config("smoke")
+    config.train.num_steps = 3
+    config.train.eval_every = 3
+    workdir = tmp_path / "variants"
+    variants = [
+        pipeline.Variant("leak"),
+        pipeline.Variant("no_fairness", {"leak.lambda_fairness": 0.0, "leak.grouping": "random"}),
+    ]
+    first = pipeline.run_pipeline(
+        config, workdir, cache_dir=str(cache_dir), variants=variants, seeds=[0, 1]
+    )
+    runs = ["baseline", "leak", "leak-seed1", "no_fairness", "no_fairness-seed1"]
+    assert list(first["runs"]) == runs
+    assert sorted(p.name for p in workdir.glob("baseline*")) == ["baseline"]
+    for name in runs[1:]:
+        metadata_config = json.loads(json.dumps(trainer_metadata(workdir / name)))
+        assert metadata_config["train"]["num_steps"] == 3
+    # seed 1 really is another seed, the fairness-free variant really has lambda_F = 0
+    assert trainer_metadata(workdir / "leak-seed1")["seed"] == 1
+    assert trainer_metadata(workdir / "no_fairness")["leak"]["lambda_fairness"] == 0.0
+    leak_log = train_logging.read_jsonl(workdir / "leak" / "metrics.jsonl")
+    seed1_log = train_logging.read_jsonl(workdir / "leak-seed1" / "metrics.jsonl")
+    assert [r["loss"] for r in leak_log if "loss" in r] != [
+        r["loss"] for r in seed1_log if "loss" in r
+    ]
+    # spectral grouping: one hierarchy for both seeds; random grouping: one per seed
+    assert (workdir / "hierarchy.json").exists()
+    assert len(list(workdir.glob("hierarchy-random-*.json"))) == 2
+    logs = {name: (workdir / name / "metrics.jsonl").read_text() for name in runs}
+    again = pipeline.run_pipeline(
+        config, workdir, cache_dir=str(cache_dir), variants=variants, seeds=[0, 1]
+    )
+    assert {name: (workdir / name / "metrics.jsonl").read_text() for name in runs} == logs
+    assert again["runs"] == first["runs"]
+
+
+def trainer_metadata(run_dir: pathlib.Path) -> dict:
+    from leakjax.train.checkpoint import Checkpointer
+
+    checkpointer = Checkpointer(run_dir / "checkpoints")
+    try:
+        return checkpointer.restore_metadata()["config"]
+    finally:
+        checkpointer.close()

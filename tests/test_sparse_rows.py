@@ -1,4 +1,4 @@
-"""Row products (leakjax.sparse.rows) against numpy and plain matmuls."""
+"""Row products (leakjax.layers.rows) against numpy and plain matmuls."""
 
 import flax.linen as nn
 import jax

@@ -3,11 +3,10 @@
 import contextlib
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from explicit_mesh import explicit_mesh
-from train_fixtures import InMemorySource, tiny_config
+from train_fixtures import InMemorySource, in_memory_dataset, tiny_config
 
 from experiments.configs import semkitti as semkitti_configs
 from leakjax import leak
@@ -16,14 +15,17 @@ from leakjax.train import logging as train_logging
 from leakjax.train import mesh as mesh_lib
 from leakjax.train.steps import LeakSettings, make_train_step
 
+LABELS = in_memory_dataset(None).label_space
+
 # 19 micro classes in 5 macro classes (any fixed grouping serves the trainer tests).
 MICRO_TO_MACRO = (0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4)
 LEAK = LeakSettings(MICRO_TO_MACRO, leak.LeakConfig(lambda_micro=0.05, lambda_macro=0.05))
 
 
 def _host_batches(source, config, num):
+    data = in_memory_dataset(source)
     batches = input_pipeline.train_batches(
-        source, config.train.batch_size, config.seed, 0, config.data.point_buckets
+        source, data.spec, config.train.batch_size, config.seed, 0, config.data.buckets
     )
     return [next(batches) for _ in range(num)]
 
@@ -33,7 +35,8 @@ def _run_steps(devices, config, host_batches, tmp_path, mesh=None):
     Explicit axes is used under jax.set_mesh, as JAX requires)."""
     explicit = mesh is not None
     mesh = mesh_lib.make_data_mesh(devices) if mesh is None else mesh
-    run = trainer.build_run(config, tmp_path, mesh, LEAK)
+    data = in_memory_dataset(InMemorySource(1))
+    run = trainer.build_run(config, tmp_path, mesh, data, LEAK)
     run.checkpointer.close()
     with jax.set_mesh(mesh) if explicit else contextlib.nullcontext():
         state = run.init_fn()
@@ -42,7 +45,9 @@ def _run_steps(devices, config, host_batches, tmp_path, mesh=None):
             run.tx,
             mesh,
             jax.random.key(config.seed),
-            trainer.loss_settings(config, None),
+            trainer.loss_settings(config, data.label_space, None),
+            data.label_space,
+            data.spec,
             LEAK,
             donate=False,
         )
@@ -96,10 +101,8 @@ def test_cylinder3d_step_four_devices_equal_one_device(source, tmp_path):
     config = tiny_config()
     smoke = semkitti_configs.get_config("smoke")
     config.model = smoke.model
-    config.data.point_buckets = [256]
-    config.optimizer = ml_collections.ConfigDict(
-        {"name": "sgd", "learning_rate": 1e-2, "schedule": "constant", "warmup_steps": 0}
-    )
+    config.data.buckets = [256]
+    config.optimizer.name = "sgd"
     batches = _host_batches(source, config, 1)
     single, single_losses = _run_steps(jax.devices()[:1], config, batches, tmp_path / "one")
     sharded, sharded_losses = _run_steps(jax.devices(), config, batches, tmp_path / "four")
@@ -123,7 +126,7 @@ def test_cylinder3d_step_four_devices_equal_one_device(source, tmp_path):
 def test_orbax_round_trip_is_bitwise(config, source, tmp_path):
     mesh = mesh_lib.make_data_mesh()
     state, _ = _run_steps(jax.devices(), config, _host_batches(source, config, 2), tmp_path / "a")
-    run = trainer.build_run(config, tmp_path / "b", mesh, LEAK)
+    run = trainer.build_run(config, tmp_path / "b", mesh, in_memory_dataset(source), LEAK)
     state = jax.device_put(state, mesh_lib.replicated_sharding(mesh))
     metadata = {"config": config.to_dict(), "hierarchy": {"micro_to_macro": list(MICRO_TO_MACRO)}}
     run.checkpointer.save(state, metadata)
@@ -142,9 +145,9 @@ def test_orbax_round_trip_is_bitwise(config, source, tmp_path):
 
 def _train(config, source, run_dir, **kwargs):
     mesh = mesh_lib.make_data_mesh()
-    state = trainer.train(
-        config, run_dir, source, mesh, trainer.loss_settings(config, None), LEAK, **kwargs
-    )
+    data = in_memory_dataset(source)
+    loss = trainer.loss_settings(config, data.label_space, None)
+    state = trainer.train(config, run_dir, data, mesh, loss, LEAK, **kwargs)
     losses = [r["loss"] for r in train_logging.read_jsonl(run_dir / "metrics.jsonl")]
     return jax.device_get(state), losses
 
@@ -191,7 +194,7 @@ def test_pointmlp_dropout_equals_flax_dropout():
     import flax.linen as nn
     import jax.numpy as jnp
 
-    from leakjax.models.pointmlp import Dropout
+    from leakjax.layers import Dropout
 
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 50, 8)).astype(np.float32))
 

@@ -2,12 +2,14 @@
 
 The tables in `label_config` are the official YAML as dicts; this module turns them into the arrays
 the reader, the trainer and the metrics index with: raw id -> training id, training id -> raw id,
-class names, and per-class point frequencies for loss weighting.
+class names, per-class point frequencies for loss weighting, and the `LabelSpace` (20 training
+ids, 0 ignored; colours RGB; the official categories).
 """
 
 import numpy as np
 
 from datasets.semantic_kitti import label_config
+from leakjax.label_space import LabelSpace
 
 NUM_CLASSES = 20  # training ids 0..19, 0 = unlabeled / ignored
 IGNORE_TRAIN_ID = 0
@@ -57,3 +59,25 @@ def class_frequencies(exclude_ignored: bool = False) -> np.ndarray:
 def to_train_ids(raw_ids: np.ndarray) -> np.ndarray:
     """Map raw semantic ids [N] (already validated as known) to training ids int32 [N]."""
     return LEARNING_MAP[raw_ids]
+
+
+# SemanticKITTI's official categories of the 19 scored classes (the "a priori grouping" ablation).
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "ground": ("road", "parking", "sidewalk", "other-ground"),
+    "structure": ("building",),
+    "vehicle": ("car", "truck", "bicycle", "motorcycle", "other-vehicle"),
+    "nature": ("vegetation", "trunk", "terrain"),
+    "human": ("person", "bicyclist", "motorcyclist"),
+    "object": ("fence", "pole", "traffic-sign"),
+}
+
+LABEL_SPACE = LabelSpace(
+    name="semantic_kitti",
+    class_names=CLASS_NAMES,
+    ignore_index=IGNORE_TRAIN_ID,
+    colors=tuple(
+        tuple(int(c) for c in reversed(label_config.COLOR_MAP_BGR[int(raw)]))
+        for raw in LEARNING_MAP_INV
+    ),
+    categories=CATEGORIES,
+)

@@ -5,82 +5,17 @@
   "smoke"       everything shrunk so the whole pipeline runs in well under 2 minutes (the tests).
   "full"        the paper's Cylinder3D recipe for real SemanticKITTI on GPUs (480x360x32 grid,
                 init_size 32, batch 2 per step, Adam lr 1e-3 constant, 40 epochs).
-Every field can be overridden from the command line, e.g. `--config.train.num_steps=2000`.
+Every field (experiments/configs/base.py) can be overridden from the command line, e.g.
+`--config.train.num_steps=2000`.
 """
 
 import math
 
 import ml_collections
 
+from experiments.configs.base import base_config
+
 _SCANS_PER_EPOCH_SEMANTIC_KITTI = 19130  # training scans of sequences 00-07, 09-10
-
-
-def _base() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-
-    config.data = ml_collections.ConfigDict()
-    config.data.num_classes = 20  # SemanticKITTI training ids, 0 = ignored
-    # Point capacities a batch is padded to (the smallest that holds every sample). A scan larger
-    # than the largest bucket is an error, never truncated.
-    config.data.point_buckets = [131072, 163840]
-    # Training only: keep a random subset of this many points per scan (None: all points).
-    config.data.train_max_points = None
-    config.data.augment = {}  # leakjax.augment.AugmentConfig kwargs; {} = as released; None = off
-    config.data.prefetch = 2
-    # The synthetic world used when no --data_dir is given (datasets.synthetic.generate).
-    config.data.synthetic = ml_collections.ConfigDict()
-    config.data.synthetic.seed = 0
-    config.data.synthetic.train_sequences = ["00"]
-    config.data.synthetic.val_sequences = ["08"]
-    config.data.synthetic.scans_per_sequence = 20
-    config.data.synthetic.generator_kwargs = {}
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "cylinder3d"
-    config.model.kwargs = {}
-
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.schedule = "constant"
-    config.optimizer.warmup_steps = 0
-    config.optimizer.poly_power = 0.95
-    config.optimizer.end_learning_rate_factor = 0.0
-    config.optimizer.weight_decay = 0.0
-    config.optimizer.grad_clip_norm = 0.0
-
-    config.loss = ml_collections.ConfigDict()
-    config.loss.ce_weighting = "none"  # none | inverse | salsanext | randla (leakjax.losses)
-    config.loss.lovasz_weight = 1.0  # Cylinder3D as released: CE + Lovasz-softmax
-    # Extra CE on the per-point logits: set it with model.kwargs.point_refinement=True.
-    config.loss.point_ce_weight = 0.0
-
-    config.leak = ml_collections.ConfigDict()
-    config.leak.grouping = "spectral"  # spectral | random | a_priori
-    config.leak.k_max = 8
-    config.leak.criterion = "largest_relative_increase"  # leakjax.leak.hierarchy
-    # Defaults of leakjax.leak.LeakConfig (how they were set: leakjax/leak/objective.py).
-    config.leak.lambda_proto_micro = 0.01
-    config.leak.lambda_proto_macro = 0.01
-    config.leak.lambda_fairness = 1.0
-    config.leak.fairness_detach = False
-    config.leak.prototype_distance = "l1"  # the paper; "l2_channel" = the authors' snapshot
-    config.leak.finetune_from_baseline = False  # the paper retrains from scratch
-
-    config.train = ml_collections.ConfigDict()
-    config.train.batch_size = 2  # global (all devices); a multiple of the device count
-    config.train.num_steps = 1000
-    config.train.log_every = 50
-    config.train.checkpoint_every = 500
-    config.train.max_checkpoints_to_keep = 2
-    config.train.async_checkpointing = True
-    config.train.tensorboard = True
-
-    config.eval = ml_collections.ConfigDict()
-    config.eval.batch_size = 2
-    config.eval.predict_ignored = False
-    return config
 
 
 def _cpu_default(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -96,7 +31,7 @@ def _cpu_default(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     # the training sequence had no truck and no bicycle and validation lacked 5 classes; with 25
     # training has all 19 and validation lacks only motorcyclist (rare in real sequence 08 too).
     config.data.synthetic.generator_kwargs = {"azimuth_steps": 512, "frame_step": 25}
-    config.data.point_buckets = [32768, 40960, 49152]
+    config.data.buckets = [32768, 40960, 49152]
     config.model.kwargs = {
         "grid_shape": (120, 90, 16),
         "init_size": 8,
@@ -109,6 +44,7 @@ def _cpu_default(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     config.train.num_steps = 220
     config.train.log_every = 20
     config.train.checkpoint_every = 110
+    config.train.eval_every = 110
     return config
 
 
@@ -122,7 +58,7 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config = _cpu_default(config)
     config.data.synthetic.scans_per_sequence = 3
     config.data.synthetic.generator_kwargs = {"azimuth_steps": 128, "frame_step": 5}
-    config.data.point_buckets = [8192, 10240]
+    config.data.buckets = [8192, 10240]
     config.data.prefetch = 0
     config.model.kwargs = {
         "grid_shape": (32, 24, 16),
@@ -136,6 +72,7 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.num_steps = 6
     config.train.log_every = 2
     config.train.checkpoint_every = 3
+    config.train.eval_every = 3
     config.train.async_checkpointing = False
     config.train.tensorboard = False
     config.eval.batch_size = 4
@@ -148,6 +85,7 @@ def _full(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.num_steps = math.ceil(40 * _SCANS_PER_EPOCH_SEMANTIC_KITTI / 2)
     config.train.log_every = 100
     config.train.checkpoint_every = 2000
+    config.train.eval_every = 9565  # every epoch
     return config
 
 
@@ -157,4 +95,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = arg or ""
     if arg not in variants:
         raise ValueError(f"config arg {arg!r}: expected one of {sorted(variants)}")
-    return variants[arg](_base())
+    return variants[arg](base_config())

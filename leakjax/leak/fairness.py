@@ -1,6 +1,7 @@
 """Attentive fair weighting: a Jain's-index loss on per-class confidence within each macro class.
 
-LEAK_METHOD.md, section 3. Labels are dense micro class ids 0..m-1 and `valid` says which entries
+docs/leak_method.md, section 3. Labels are dense micro class ids 0..m-1 and `valid` says which
+entries
 count. For each micro class c present in the batch:
 
     ybar_c = mean over valid points with ground truth c of p_i[c]   (prob. of the right class)

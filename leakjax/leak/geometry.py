@@ -11,7 +11,8 @@ mu_c and the running-mean prototypes Gamma_c:
   pcd          Proto-Center Distance: mean over present classes of ||mu_c - Gamma_c||.
 
 **Choice** (the paper's formulas came through OCR damaged): distances are Euclidean (`norm="l2"`;
-"l1" available) and class-averaged, as LEAK_METHOD.md states; PD and PCD use only classes that are
+"l1" available) and class-averaged, as docs/leak_method.md states; PD and PCD use only classes that
+are
 present in the features and have a prototype.
 """
 

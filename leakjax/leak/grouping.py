@@ -2,11 +2,11 @@
 
 A `Hierarchy` maps m micro classes (dense ids 0..m-1, ignored label excluded) to M macro classes.
 It is produced by `discover_hierarchy` (spectral clustering of mistakes, hierarchy.py) or by one of
-the ablation groupings here, which replace the clustering step (LEAK_METHOD.md, section 1):
+the ablation groupings here, which replace the clustering step (docs/leak_method.md, section 1):
 
   random_grouping   a random partition with the same cluster sizes as a reference one (seeded);
-  a_priori_grouping SemanticKITTI's official categories, looked up by class NAME so that it works
-                    from any class list (e.g. a dataset's CLASS_NAMES without its "unlabeled");
+  a_priori_grouping a dataset's a-priori categories (LabelSpace.categories, e.g. SemanticKITTI's
+                    official ones in datasets/semantic_kitti/labels.py), looked up by class NAME;
   given_grouping    a user's mapping.
 
 Macro ids are canonical: numbered in order of their smallest micro id (a_priori: category order).
@@ -21,16 +21,6 @@ import pathlib
 
 import numpy as np
 
-# SemanticKITTI's official categories (LEAK_METHOD.md, "a_priori").
-SEMANTIC_KITTI_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "ground": ("road", "parking", "sidewalk", "other-ground"),
-    "structure": ("building",),
-    "vehicle": ("car", "truck", "bicycle", "motorcycle", "other-vehicle"),
-    "nature": ("vegetation", "trunk", "terrain"),
-    "human": ("person", "bicyclist", "motorcyclist"),
-    "object": ("fence", "pole", "traffic-sign"),
-}
-
 
 @dataclasses.dataclass
 class Hierarchy:
@@ -41,14 +31,17 @@ class Hierarchy:
       class_names: m micro class names.
       macro_names: M macro names (members joined by "+", or category names for a_priori).
       method: "spectral", "random", "a_priori" or "given".
-      criterion: how k was chosen (spectral only), e.g. "largest_increase".
-      aggregation: "mean" or "max" of per-cluster conductances (spectral only).
+      criterion: how k was chosen (spectral only), e.g. "largest_increase"; "bisection" or
+        "bisection_fixed" for the recursive bisection (hierarchy.py, bisection.py).
+      aggregation: "mean" or "max" of per-cluster conductances (spectral only); "split" for the
+        bisection, whose conductance[k] is that of the split that made the k-th cluster.
       conductance: {k: aggregated conductance} for every candidate k (spectral only).
       eigenvalues: ascending eigenvalues of the normalised Laplacian of the clustered classes.
       linkage: scipy linkage matrix [m-1, 4] consistent with the partition (dendrogram), or None.
       order: dendrogram leaf order (micro ids), macro class by macro class.
       unclustered: micro ids placed without clustering (absent or never-confused classes).
       seed: the seed used (spectral clustering or random grouping).
+      tree: the bisection's splits in order, JSON-ready dicts (bisection.tree_records); else [].
     """
 
     micro_to_macro: np.ndarray
@@ -63,6 +56,7 @@ class Hierarchy:
     order: list[int] = dataclasses.field(default_factory=list)
     unclustered: list[int] = dataclasses.field(default_factory=list)
     seed: int | None = None
+    tree: list[dict] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         self.micro_to_macro = validate_mapping(self.micro_to_macro, "micro_to_macro")
@@ -193,9 +187,9 @@ def _normalise_name(name: str) -> str:
 
 def a_priori_grouping(
     class_names: list[str],
-    categories: dict[str, tuple[str, ...]] = SEMANTIC_KITTI_CATEGORIES,
+    categories: dict[str, tuple[str, ...]],
 ) -> Hierarchy:
-    """SemanticKITTI's official categories for the given micro class names.
+    """A-priori categories {category: member names} (a label space's `categories`) as a Hierarchy.
 
     Names are matched case-insensitively with "_" and " " read as "-". Every name must belong to a
     category (ValueError naming the unknown ones); categories without a member are dropped; macro

@@ -1,10 +1,20 @@
 """Hierarchy from mistakes: micro -> macro classes by spectral clustering of a confusion matrix.
 
-Runs on the host (numpy / scipy / scikit-learn) between training phases (LEAK_METHOD.md, section 1):
+Runs on the host (numpy / scipy / scikit-learn) between training phases (docs/leak_method.md, section 1):
 
   1. A = the row-normalised confusion (A_ij = P(pred = j | gt = i)), rows ground truth.
   2. W = (A + A^T) / 2 with a zero diagonal (**choice**: the paper uses A as the edge weights of a
      complete graph; a symmetric affinity is what spectral clustering needs).
+
+Then one of two methods (`discover_hierarchy(method=...)`):
+
+  "bisection" (default, the paper's procedure; bisection.py documents the reading): recursive
+     spectral bisection of W down to single classes, split by split in order of conductance; the
+     number of macro classes from the prominent local minima of the graph's conductance profile
+     (or `num_macro`); the tree of splits is the dendrogram (`Hierarchy.tree`, `linkage`).
+     Deterministic.
+
+  "kway" (NOT from the paper; the earlier reading, kept as a switch):
   3. For k = 2..k_max: sklearn SpectralClustering(affinity="precomputed", seeded) on W; score each
      partition by the conductance phi(S) = cut(S, not S) / min(vol S, vol not S) of its clusters,
      vol S = sum_{i in S} sum_j W_ij, aggregated by the mean (**choice**; "max" is the alternative).
@@ -16,7 +26,7 @@ Runs on the host (numpy / scipy / scikit-learn) between training phases (LEAK_ME
            the first one, while the ratio singles out the first jump. On the 50 planted confusion
            matrices of tests/test_leak_hierarchy.py (`planted_report`) it picks the planted k in
            48 cases, the absolute step in 33;
-       "largest_increase": LEAK_METHOD.md's literal **choice**, the k before the largest absolute
+       "largest_increase": docs/leak_method.md's literal **choice**, the k before the largest absolute
            increase c(k+1) - c(k);
        "first_local_minimum": the paper's literal wording, the first k whose successor is higher;
        "eigengap": argmax_k (lambda_{k+1} - lambda_k) of the normalised Laplacian of W;
@@ -29,7 +39,9 @@ Classes that cannot be clustered are handled before step 3 and recorded in `Hier
     becomes a singleton macro class if it has no affinity at all;
   * a present class with zero affinity to every other class (never confused either way) is its own
     community: a singleton macro class.
-The dendrogram (the paper's Fig. 3) is a scipy linkage matrix over all m classes built to agree with
+(Both methods.) With "bisection", an absent class that joins a macro class hangs under it in the
+dendrogram, and singleton unclustered classes are merged above the root of the tree.
+The k-way dendrogram is a scipy linkage matrix over all m classes built to agree with
 the partition: average linkage on d = 1 - W / max(W) inside each macro class, then average linkage
 between the macro classes (heights raised where needed to stay monotone), so leaves come out
 cluster by cluster.
@@ -44,6 +56,7 @@ import scipy.cluster.hierarchy as sch
 from scipy.spatial.distance import squareform
 from sklearn.cluster import SpectralClustering
 
+from leakjax.leak import bisection
 from leakjax.leak.grouping import Hierarchy, canonical_labels, macro_names_from
 
 CRITERIA = (
@@ -54,6 +67,7 @@ CRITERIA = (
     "fixed",
 )
 AGGREGATIONS = ("mean", "max")
+METHODS = ("bisection", "kway")
 
 
 def affinity_from_confusion(confusion: np.ndarray) -> np.ndarray:
@@ -145,29 +159,45 @@ def discover_hierarchy(
     fixed_k: int | None = None,
     class_names: list[str] | None = None,
     assign_labels: str = "kmeans",
+    method: str = "bisection",
+    num_macro: int | None = None,
+    min_rise: float = bisection.DEFAULT_MIN_RISE,
 ) -> Hierarchy:
     """Macro classes from the mistakes in a confusion matrix.
 
     Args:
       confusion: [m, m] counts, rows ground truth, columns prediction, ignored class excluded.
-      k_max: largest candidate number of clusters (clipped to the number of clusterable classes
-        minus 1; candidates are 2..k_max).
-      seed: random_state of the spectral clustering (k-means label assignment).
-      criterion: one of CRITERIA (module docstring); default the k before the largest relative
-        increase of the conductance curve.
-      aggregation: "mean" (**choice**) or "max" of the per-cluster conductances.
-      fixed_k: the k for criterion="fixed".
+      k_max: (kway) largest candidate number of clusters (clipped to the number of clusterable
+        classes minus 1; candidates are 2..k_max).
+      seed: (kway) random_state of the spectral clustering (k-means label assignment).
+      criterion: (kway) one of CRITERIA (module docstring); default the k before the largest
+        relative increase of the conductance curve.
+      aggregation: (kway) "mean" (**choice**) or "max" of the per-cluster conductances.
+      fixed_k: (kway) the k for criterion="fixed".
       class_names: m micro class names (default "class_i").
-      assign_labels: SpectralClustering's label assignment ("kmeans", "discretize", "cluster_qr").
+      assign_labels: (kway) SpectralClustering's label assignment ("kmeans", "discretize",
+        "cluster_qr").
+      method: "bisection" (default, the paper) or "kway" (not from the paper).
+      num_macro: (bisection) a fixed number of macro classes of the clusterable classes, 1..n,
+        instead of the a-priori estimate; unclustered classes may add singleton macro classes.
+      min_rise: (bisection) prominence a local minimum of the conductance profile needs to count.
 
     Returns:
-      Hierarchy with micro_to_macro int [m], macro_names, conductance {k: score}, the chosen
-      criterion, eigenvalues, the dendrogram linkage and leaf order.
+      Hierarchy(method="spectral") with micro_to_macro int [m], macro_names, the eigenvalues of
+      the clustered classes' normalised Laplacian, the dendrogram linkage and leaf order, and
+        bisection: criterion "bisection" ("bisection_fixed" with num_macro), aggregation "split",
+          conductance {k: conductance of the split that made the k-th cluster}, tree (the splits,
+          `bisection.tree_records`), seed None;
+        kway: criterion, aggregation, conductance {k: aggregated conductance}, seed, no tree.
     """
+    if method not in METHODS:
+        raise ValueError(f"method: {method!r} not in {METHODS}")
     if criterion not in CRITERIA:
         raise ValueError(f"criterion: {criterion!r} not in {CRITERIA}")
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation: {aggregation!r} not in {AGGREGATIONS}")
+    if num_macro is not None and method != "bisection":
+        raise ValueError("num_macro: bisection only; with kway use criterion='fixed', fixed_k")
     affinity = affinity_from_confusion(confusion)
     num_micro = affinity.shape[0]
     names = (
@@ -185,6 +215,36 @@ def discover_hierarchy(
             "cluster"
         )
     sub_affinity = affinity[np.ix_(nodes, nodes)]
+    eigenvalues = [float(v) for v in normalized_laplacian_spectrum(sub_affinity)]
+    unclustered = [int(i) for i in np.flatnonzero(~clusterable)]
+    if method == "bisection":
+        result = bisection.bisect(sub_affinity, num_macro, min_rise)
+        assignment = _place_unclustered(affinity, has_gt, clusterable, result.labels)
+        joined: dict[int, list[int]] = {}
+        for cls in unclustered:
+            if assignment[cls] < result.num_macro:
+                joined.setdefault(int(assignment[cls]), []).append(cls)
+        alone = [cls for cls in unclustered if assignment[cls] >= result.num_macro]
+        linkage = bisection.tree_linkage(result, nodes, num_micro, joined, alone)
+        micro_to_macro = canonical_labels(assignment)
+        return Hierarchy(
+            micro_to_macro=micro_to_macro,
+            class_names=names,
+            macro_names=macro_names_from(micro_to_macro, names),
+            method="spectral",
+            criterion="bisection" if num_macro is None else "bisection_fixed",
+            aggregation="split",
+            conductance={
+                k: float(split.conductance) for k, split in enumerate(result.splits, start=2)
+            },
+            eigenvalues=eigenvalues,
+            linkage=linkage,
+            order=[int(i) for i in sch.leaves_list(linkage)],
+            unclustered=unclustered,
+            seed=None,
+            tree=bisection.tree_records(result, nodes),
+        )
+
     k_top = min(k_max, len(nodes) - 1)
     if k_top < 2:
         raise ValueError(f"k_max: {k_max} leaves no candidate k >= 2")
@@ -194,19 +254,8 @@ def discover_hierarchy(
         labels = _spectral(sub_affinity, k, seed, assign_labels)
         partitions[k] = labels
         curve[k] = float(aggregate(conductances(sub_affinity, labels)))
-    eigenvalues = normalized_laplacian_spectrum(sub_affinity)
-    chosen = choose_k(curve, criterion, eigenvalues, fixed_k)
-
-    assignment = np.full(num_micro, -1)
-    assignment[nodes] = partitions[chosen]
-    next_id = chosen
-    for cls in np.flatnonzero(~clusterable):
-        pull = np.bincount(assignment[nodes], weights=affinity[cls, nodes], minlength=chosen)
-        if has_gt[cls] or pull.max() <= 0:
-            assignment[cls] = next_id  # never confused (or unconnected): its own community
-            next_id += 1
-        else:
-            assignment[cls] = int(np.argmax(pull))
+    chosen = choose_k(curve, criterion, np.asarray(eigenvalues), fixed_k)
+    assignment = _place_unclustered(affinity, has_gt, clusterable, partitions[chosen])
     micro_to_macro = canonical_labels(assignment)
     linkage = partition_linkage(affinity, micro_to_macro)
     return Hierarchy(
@@ -217,12 +266,34 @@ def discover_hierarchy(
         criterion=criterion,
         aggregation=aggregation,
         conductance=curve,
-        eigenvalues=[float(v) for v in eigenvalues],
+        eigenvalues=eigenvalues,
         linkage=linkage,
         order=[int(i) for i in sch.leaves_list(linkage)],
-        unclustered=[int(i) for i in np.flatnonzero(~clusterable)],
+        unclustered=unclustered,
         seed=seed,
     )
+
+
+def _place_unclustered(
+    affinity: np.ndarray, has_gt: np.ndarray, clusterable: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
+    """Cluster id int [m] of every class, given `labels` [n] of the clusterable ones (module doc).
+
+    Unclustered classes take ids from labels.max() + 1 up when they become singleton macro classes.
+    """
+    nodes = np.flatnonzero(clusterable)
+    num_clusters = int(labels.max()) + 1
+    assignment = np.full(len(clusterable), -1)
+    assignment[nodes] = labels
+    next_id = num_clusters
+    for cls in np.flatnonzero(~clusterable):
+        pull = np.bincount(labels, weights=affinity[cls, nodes], minlength=num_clusters)
+        if has_gt[cls] or pull.max() <= 0:
+            assignment[cls] = next_id  # never confused (or unconnected): its own community
+            next_id += 1
+        else:
+            assignment[cls] = int(np.argmax(pull))
+    return assignment
 
 
 def _average_linkage(distance: np.ndarray) -> np.ndarray:

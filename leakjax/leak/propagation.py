@@ -1,4 +1,4 @@
-"""Labels propagated to the resolution of the features LEAK aligns (LEAK_METHOD.md, section 2).
+"""Labels propagated to the resolution of the features LEAK aligns (docs/leak_method.md, section 2).
 
 Labels follow the encoder's own subsampling:
   * voxel models: majority vote of the non-ignored point labels inside each down-sampled voxel,

@@ -1,7 +1,8 @@
 """Class prototypes: cumulative running means of encoder features and the alignment loss.
 
-LEAK_METHOD.md, section 2. Labels are dense class ids 0..m-1 and a boolean `valid` mask says which
-features count (padding, ignored points and features without a propagated label are not valid).
+docs/leak_method.md, section 2. Labels are dense class ids 0..m-1 and a boolean `valid` mask says
+which features count (padding, ignored points and features without a propagated label are not
+valid).
 Valid labels must lie in [0, m): inside jit they cannot be reported, and an out-of-range label is
 counted nowhere (`PrototypeBank` returns a `num_out_of_range` count so the trainer can raise).
 
@@ -147,7 +148,7 @@ class PrototypeBank(nn.Module):
     Variables (all zeros at init): micro_means [m, D], micro_counts [m], macro_means [M, D],
     macro_counts [M]. Apply with `mutable=["prototypes"]` when `update=True` (training); with
     `update=False` (evaluation) nothing is written. The update happens before the loss, so the loss
-    of a step uses the prototypes including that step's batch (LEAK_METHOD.md).
+    of a step uses the prototypes including that step's batch (docs/leak_method.md).
 
     Attributes:
       num_micro: m.
@@ -180,7 +181,8 @@ class PrototypeBank(nn.Module):
           update: whether to update the running means (never in evaluation).
 
         Returns:
-          {"micro": L_Pm, "macro": L_PM, "num_out_of_range": valid labels outside [0, m)}.
+          {"loss_micro": L_micro, "loss_macro": L_macro, "num_out_of_range": valid labels
+          outside [0, m)}.
         """
         if feats.shape[-1] != self.feature_dim:
             raise ValueError(f"feats: last dim {feats.shape[-1]} != feature_dim {self.feature_dim}")
@@ -211,7 +213,9 @@ class PrototypeBank(nn.Module):
                 macro_means.value, macro_counts.value, feats, macro_labels, valid
             )
         return {
-            "micro": prototype_loss(feats, labels, valid, micro_means.value, self.distance),
-            "macro": prototype_loss(feats, macro_labels, valid, macro_means.value, self.distance),
+            "loss_micro": prototype_loss(feats, labels, valid, micro_means.value, self.distance),
+            "loss_macro": prototype_loss(
+                feats, macro_labels, valid, macro_means.value, self.distance
+            ),
             "num_out_of_range": num_out_of_range,
         }

@@ -1,8 +1,10 @@
 """Model registry: a plain dict from the config's `model.name` to a Flax Linen module class.
 
-Every model honours the contract in MODEL_API (see `leakjax/models/pointmlp.py` for the smallest
-example): `model.apply(variables, batch, train=...)` returns `(logits [B, P, C], aux)` where `aux`
-carries the features LEAK aligns and the tensors the model's own loss is computed on.
+Every model honours the contract of docs/model_api.md (see `leakjax/models/pointmlp.py` for the
+smallest example): it is built as `MODELS[name](num_classes=C, ignore_index=no_label, **kwargs)`,
+declares the batch it reads with `input_spec()` (leakjax/train/batch.py), and
+`model.apply(variables, batch, train=...)` returns `(logits [B, *S, C], aux)` where `aux` carries
+the features LEAK aligns and the tensors the model's own loss is computed on.
 """
 
 from leakjax.models.cylinder3d import Cylinder3D

@@ -30,13 +30,14 @@ import jax
 import jax.numpy as jnp
 
 from leakjax import sparse
+from leakjax.layers import TORCH_INIT
 from leakjax.models import cylinder3d_blocks as blocks
-from leakjax.models.cylinder3d_blocks import TORCH_INIT
 from leakjax.models.cylinder3d_features import (
     cylinder_grid,
     cylindrical_point_features,
     majority_label_all_votes,
 )
+from leakjax.train.batch import BatchSpec, point_cloud_spec
 
 # Strides of the four released ResBlock poolings (height pooled in the first two only).
 DOWN_STRIDES = ((2, 2, 2), (2, 2, 2), (2, 2, 1), (2, 2, 1))
@@ -90,10 +91,12 @@ class CylinderPointNet(nn.Module):
 
 
 class Cylinder3D(nn.Module):
-    """Cylinder3D with LEAK hooks; see the module docstring and MODEL_API.md.
+    """Cylinder3D with LEAK hooks; see the module docstring and docs/model_api.md.
 
     Attributes:
-      num_classes: output classes including the ignored class 0.
+      num_classes: output classes C (label ids 0..C-1, the ignored one included).
+      ignore_index: the label id meaning "no label" (the label space's `no_label`; 0 for
+        SemanticKITTI): not voted for feature labels, written where a voxel has none.
       grid_shape: cells along (rho, phi, z).
       grid_lower, grid_upper: bounds in (m, rad, m); points outside go to the border cells.
       released_intervals: cell size range / (shape - 1) as released (else range / shape).
@@ -115,6 +118,7 @@ class Cylinder3D(nn.Module):
     """
 
     num_classes: int = 20
+    ignore_index: int = 0
     grid_shape: tuple[int, int, int] = (480, 360, 32)
     grid_lower: tuple[float, float, float] = (0.0, -math.pi, -4.0)
     grid_upper: tuple[float, float, float] = (50.0, math.pi, 2.0)
@@ -130,6 +134,10 @@ class Cylinder3D(nn.Module):
     context_bn1_as_released: bool = True
     bn_momentum: float = 0.9
     conv_method: str = "auto"
+
+    def input_spec(self) -> BatchSpec:
+        """The batch it reads: points float32 [B, P, 4] (x, y, z m, remission), labels, mask."""
+        return point_cloud_spec(4)
 
     def _check_config(self) -> None:
         if len(self.capacities) != NUM_LEVELS:
@@ -168,7 +176,7 @@ class Cylinder3D(nn.Module):
           train: batch statistics vs. running statistics in every BatchNorm.
 
         Returns:
-          (per-point logits float32 [B, P, num_classes], aux dict per MODEL_API plus
+          (per-point logits float32 [B, P, num_classes], aux dict per docs/model_api.md plus
            "feature_coords" int32 [B, Nf, 3] and "num_voxels" int32 [B] at the input level).
           With mutable=["intermediates"], each level's voxel set ("encoder_set_l": coords, mask),
           decoder output ("decoder_l": coords, mask, feats), the classifier input ("decoded")
@@ -271,7 +279,7 @@ class Cylinder3D(nn.Module):
         return jnp.where(mask, logits, 0.0)
 
     def _aux(self, voxels, encoder, voxel_logits, labels, overflow) -> dict[str, jax.Array]:
-        """The LEAK and loss tensors (see MODEL_API.md)."""
+        """The LEAK and loss tensors (docs/model_api.md)."""
         point_to_voxel = voxels.point_to_voxel
         capacity = self.level_capacities[0]
         if self.loss_label_vote == "released":
@@ -280,9 +288,9 @@ class Cylinder3D(nn.Module):
             )
         else:
             loss_labels = sparse.voxel_majority_label(
-                labels, point_to_voxel, capacity, self.num_classes, ignore_index=0
+                labels, point_to_voxel, capacity, self.num_classes, ignore_index=self.ignore_index
             )
-        loss_labels = jnp.where(voxels.mask, loss_labels, 0)
+        loss_labels = jnp.where(voxels.mask, loss_labels, self.ignore_index)
 
         level = self.feature_level
         features = encoder[level]
@@ -296,9 +304,9 @@ class Cylinder3D(nn.Module):
             features.coords, features.mask, point_cells, point_to_voxel >= 0, features.spatial_shape
         )
         feature_labels = sparse.voxel_majority_label(
-            labels, point_to_feature, features.capacity, self.num_classes, ignore_index=0
+            labels, point_to_feature, features.capacity, self.num_classes, self.ignore_index
         )
-        feature_labels = jnp.where(features.mask, feature_labels, 0)
+        feature_labels = jnp.where(features.mask, feature_labels, self.ignore_index)
         return {
             "features": features.feats,
             "feature_mask": features.mask,

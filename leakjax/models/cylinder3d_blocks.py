@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from leakjax import sparse
+from leakjax.layers import TORCH_INIT
 
 Kernel = tuple[int, int, int]
 K_1x3x3: Kernel = (1, 3, 3)
@@ -30,11 +31,6 @@ K_1x3x1: Kernel = (1, 3, 1)
 K_1x1x3: Kernel = (1, 1, 3)
 
 LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU() default, used throughout the released network
-
-# PyTorch's (and spconv's) default weight init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with
-# fan_in = kernel volume x C_in; flax's variance_scaling reads fan_in the same way off
-# [kx, ky, kz, C_in, C_out] and [C_in, C_out] weights.
-TORCH_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def leaky_relu(x: sparse.SparseTensor) -> sparse.SparseTensor:

@@ -14,61 +14,52 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from leakjax.sharding import explicit_sharding
-
-
-class Dropout(nn.Module):
-    """flax's nn.Dropout (same "dropout" rng stream, module name and mask: the outputs are
-    equal), whose mask takes the input's sharding, so that it also traces with the batch sharded
-    on Explicit mesh axes (flax draws an unsharded mask, which JAX refuses to combine there)."""
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x, deterministic: bool):
-        if self.rate == 0.0 or deterministic:
-            return x
-        if self.rate == 1.0:
-            return jnp.zeros_like(x)
-        keep = 1.0 - self.rate
-        rng = self.make_rng("dropout")
-        mask = jax.random.bernoulli(rng, keep, x.shape, out_sharding=explicit_sharding(x))
-        return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
+from leakjax.layers import Dropout
+from leakjax.train.batch import BatchSpec, point_cloud_spec
 
 
 class PointMLP(nn.Module):
     """Per-point MLP.
 
     Attributes:
-      num_classes: output classes including the ignored class 0 (20 for SemanticKITTI).
+      num_classes: output classes C (label ids 0..C-1; 20 for SemanticKITTI).
+      ignore_index: the label space's no-label id (written on padding).
+      input_channels: channels of `points` (4: x, y, z, remission; 6: x, y, z, r, g, b).
       hidden_sizes: widths of the hidden layers; the last one is the LEAK feature width D.
       dropout_rate: dropout before the classifier (training only; needs the "dropout" rng).
       height_scale_m: heights and ranges are divided by this to keep inputs near unit scale.
     """
 
     num_classes: int = 20
+    ignore_index: int = 0
+    input_channels: int = 4
     hidden_sizes: Sequence[int] = (64, 64, 32)
     dropout_rate: float = 0.0
     height_scale_m: float = 10.0
+
+    def input_spec(self) -> BatchSpec:
+        """The batch it reads: points float32 [B, P, input_channels], labels, point_mask."""
+        return point_cloud_spec(self.input_channels)
 
     @nn.compact
     def __call__(self, batch: dict[str, jax.Array], train: bool = False):
         """Classifies every point of a padded batch.
 
         Args:
-          batch: "points" float32 [B, P, 4] (x, y, z metres, remission), "point_mask" bool
-            [B, P], "labels" int32 [B, P] (training ids, 0 = ignored).
+          batch: "points" float32 [B, P, input_channels] (x, y, z metres, then remission or
+            colours), "point_mask" bool [B, P], "labels" int32 [B, P] (label ids).
           train: batch statistics (global over the real points of the whole batch) vs running ones.
 
         Returns:
-          (logits float32 [B, P, num_classes], aux dict per MODEL_API).
+          (logits float32 [B, P, num_classes], aux dict per docs/model_api.md).
         """
         points = batch["points"]
         point_mask = batch["point_mask"]
         labels = batch["labels"]
         xyz = points[..., :3] / self.height_scale_m
         range_xy = jnp.linalg.norm(points[..., :2], axis=-1, keepdims=True) / self.height_scale_m
-        x = jnp.concatenate([xyz, points[..., 3:4], range_xy], axis=-1)  # [B, P, 5]
+        # [B, P, input_channels + 1]: remission (or colours) as given
+        x = jnp.concatenate([xyz, points[..., 3:], range_xy], axis=-1)
         mask = point_mask[..., None]
         for width in self.hidden_sizes:
             x = nn.Dense(width, use_bias=False)(x)
@@ -80,7 +71,7 @@ class PointMLP(nn.Module):
         x = Dropout(self.dropout_rate)(x, deterministic=not train)
         logits = nn.Dense(self.num_classes)(x)  # [B, P, num_classes]
         logits = jnp.where(mask, logits, 0.0)
-        labels = jnp.where(point_mask, labels, 0)
+        labels = jnp.where(point_mask, labels, self.ignore_index)
         aux = {
             "features": features,
             "feature_mask": point_mask,

@@ -13,6 +13,8 @@ under jit / vmap / grad and with the batch sharded over a `data` mesh. Typical u
     x_up = SparseInverseConv3d(32)(y, dmap, x)                  # exactly x's set again
 """
 
+from leakjax.layers.norm import MaskedBatchNorm, masked_batch_norm
+from leakjax.layers.rows import RowDense, row_gram, row_matmul
 from leakjax.sparse.conv import gather_conv, pair_conv, sparse_conv, submanifold_conv
 from leakjax.sparse.kernel_map import (
     DOWNSAMPLE_MODES,
@@ -23,9 +25,7 @@ from leakjax.sparse.kernel_map import (
     submanifold_map,
 )
 from leakjax.sparse.layers import SparseBatchNorm, SparseConv3d, SparseInverseConv3d, SubMConv3d
-from leakjax.sparse.norm import MaskedBatchNorm, masked_batch_norm
 from leakjax.sparse.pairs import PairList, build_pair_list
-from leakjax.sparse.rows import RowDense, row_gram, row_matmul
 from leakjax.sparse.search import find_rows
 from leakjax.sparse.tensor import SparseTensor
 from leakjax.sparse.voxelize import (

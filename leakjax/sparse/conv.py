@@ -21,12 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from leakjax.sharding import per_device_samples, vary_like, zeros_like_varying
+from leakjax.layers.rows import row_gram, take_rows
+from leakjax.sharding import map_samples, per_device_samples, vary_like, zeros_like_varying
 from leakjax.sparse.kernel_map import KernelMap, kernel_offsets, sub_kernel_indices
 from leakjax.sparse.pairs import PairList, build_pair_list
-from leakjax.sparse.rows import row_gram, take_rows
 from leakjax.sparse.search import build_index, lookup
-from leakjax.sparse.tensor import map_samples
 
 METHODS = ("auto", "pairs", "gather")
 

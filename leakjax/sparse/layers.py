@@ -11,9 +11,9 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from leakjax.layers.norm import MaskedBatchNorm
 from leakjax.sparse.conv import sparse_conv
 from leakjax.sparse.kernel_map import KernelMap
-from leakjax.sparse.norm import MaskedBatchNorm
 from leakjax.sparse.tensor import SparseTensor
 
 

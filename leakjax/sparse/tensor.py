@@ -17,23 +17,6 @@ from flax import struct
 SENTINEL_KEY = np.iinfo(np.int32).max
 
 
-def map_samples(fn, batch: int):
-    """fn applied to every sample of a batch: `jax.vmap(fn)`, or for a batch of one the plain
-    per-sample call (leading axis dropped and restored).
-
-    A batch of one has no batch axis to shard, and XLA's CPU gathers and scatters without
-    batching dimensions skip an index concatenation and a copy per op (about 10% of a conv's tile
-    walk, measured in experiments/bench_sparse_conv.py); results are identical.
-    """
-    if batch > 1:
-        return jax.vmap(fn)
-
-    def one(*args):
-        return jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], args)))
-
-    return one
-
-
 @struct.dataclass
 class SparseTensor:
     """Active voxels of a batch at one resolution.

@@ -1,16 +1,15 @@
-"""Host-side input pipeline: scans -> (augmented) padded numpy batches with static shapes.
+"""Host-side input pipeline: samples -> (transformed) padded numpy batches with static shapes.
 
-Everything here is numpy on the host. A batch is a dict of
-    "points"     float32 [B, P, 4]  x, y, z (metres), remission
-    "point_mask" bool    [B, P]     real points
-    "labels"     int32   [B, P]     training ids (0 = ignored, also on padding)
-where the point capacity P is the smallest of a few fixed `buckets` that holds every sample of the
-global batch, so the jitted steps compile once per bucket. A scan larger than the largest bucket is
-an error, never truncated. The only way points are left out is the explicit `max_points` option
-of `train_batches` (random subsampling for CPU-sized training runs; evaluation sees every point).
+Everything here is numpy on the host. A source gives samples (dicts of arrays sharing their leading
+spatial dims, leakjax/train/batch.py); a batch stacks them padded to the smallest of a few fixed
+capacity `buckets` that holds every sample of the global batch, plus the mask of real entries, so
+the jitted steps compile once per bucket. A sample larger than the largest bucket is an error,
+never cropped. The only way entries are left out is the explicit `max_points` option of
+`train_batches` (random subsampling of point sets for CPU-sized training runs; evaluation sees
+every point).
 
 Determinism: the sample at position k of the training stream (k = step * batch + j) is fixed by
-(seed, k): epoch e = k // n uses the permutation drawn from (seed, e), and the sample's augmentation
+(seed, k): epoch e = k // n uses the permutation drawn from (seed, e), and the sample's transforms
 and subsampling use one `np.random.Generator` seeded by (seed, epoch, index). Resuming at step s
 therefore replays exactly the batches the uninterrupted run would have seen. With several
 processes, each builds only its own contiguous slice of every global batch.
@@ -24,50 +23,22 @@ from typing import Protocol
 import jax
 import numpy as np
 
-from leakjax.augment import AugmentConfig, augment_points
+from leakjax.train.batch import BatchSpec, choose_capacity, pad_batch
+from leakjax.transforms import Transform, apply_transforms
 
-_RELEASED_AUGMENT = AugmentConfig()  # Cylinder3D's augmentation as released
 
-
-class ScanSource(Protocol):
-    """Random access to labelled scans (see experiments/semkitti_data.py for SemanticKITTI)."""
+class Source(Protocol):
+    """Random access to labelled samples (e.g. datasets/semantic_kitti/source.py)."""
 
     def __len__(self) -> int: ...
 
-    def num_points(self, index: int) -> int:
-        """Points of scan `index` without loading it (from the file size)."""
+    def size(self, index: int) -> tuple[int, ...]:
+        """Spatial size of sample `index` without loading it ((N,) points or (H, W) pixels)."""
         ...
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(points float32 [N, 4], labels int32 [N] training ids)."""
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        """The sample: a dict of arrays with the fields of the dataset's BatchSpec."""
         ...
-
-
-def choose_capacity(num_points: int, buckets: Sequence[int], what: str) -> int:
-    """The smallest bucket holding `num_points`; ValueError naming `what` if none does."""
-    for capacity in sorted(buckets):
-        if num_points <= capacity:
-            return int(capacity)
-    raise ValueError(
-        f"{what}: {num_points} points exceed the largest point-capacity bucket {max(buckets)}; "
-        "add a larger bucket to config.data.point_buckets (points are never dropped silently)"
-    )
-
-
-def pad_batch(samples: Sequence[tuple[np.ndarray, np.ndarray]], capacity: int) -> dict:
-    """Pads [(points [N_i, 4], labels [N_i])] to one batch of capacity P (see module doc)."""
-    batch_size = len(samples)
-    points = np.zeros((batch_size, capacity, 4), np.float32)
-    point_mask = np.zeros((batch_size, capacity), bool)
-    labels = np.zeros((batch_size, capacity), np.int32)
-    for row, (sample_points, sample_labels) in enumerate(samples):
-        count = len(sample_points)
-        if count > capacity:
-            raise ValueError(f"pad_batch: sample {row} has {count} points > capacity {capacity}")
-        points[row, :count] = sample_points
-        point_mask[row, :count] = True
-        labels[row, :count] = sample_labels
-    return {"points": points, "point_mask": point_mask, "labels": labels}
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -88,29 +59,35 @@ def _process_slice(global_batch_size: int) -> range:
 
 
 def train_batches(
-    source: ScanSource,
+    source: Source,
+    spec: BatchSpec,
     global_batch_size: int,
     seed: int,
     start_step: int,
-    buckets: Sequence[int],
-    augment: AugmentConfig | None = _RELEASED_AUGMENT,
+    buckets: Sequence,
+    transforms: Sequence[Transform] = (),
     max_points: int | None = None,
+    label_fill: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches from step `start_step` on (this process's share of each).
 
     Args:
-      source: the training scans.
+      source: the training samples.
+      spec: their batch contract.
       global_batch_size: samples per optimiser step over all processes.
       seed: data seed.
       start_step: the first step to produce (resume).
-      buckets: allowed point capacities.
-      augment: augmentation config (None: no augmentation).
-      max_points: if set, a scan with more points keeps a random subset of this many (training
-        only; an explicit speed option for CPU runs).
+      buckets: allowed capacities (ints for point sets, (H, W) for images).
+      transforms: per-sample transforms (leakjax/transforms.py); they keep the sample's size.
+      max_points: point sets only: a sample with more points keeps a random subset of this many
+        (training only; an explicit speed option for CPU runs).
+      label_fill: the label of padded entries (the label space's `no_label`).
     """
     size = len(source)
     if size == 0:
-        raise ValueError("train_batches: the training split has no scans")
+        raise ValueError("train_batches: the training split has no samples")
+    if max_points is not None and spec.spatial_rank != 1:
+        raise ValueError("train_batches: max_points applies to point sets only")
     permutations: dict[int, np.ndarray] = {}
     step = start_step
     while True:
@@ -121,45 +98,52 @@ def train_batches(
             if epoch not in permutations:
                 permutations = {epoch: _epoch_permutation(seed, epoch, size)}
             epochs_and_indices.append((epoch, int(permutations[epoch][position % size])))
-        counts = [source.num_points(index) for _, index in epochs_and_indices]
+        sizes = [source.size(index) for _, index in epochs_and_indices]
         if max_points is not None:
-            counts = [min(count, max_points) for count in counts]
-        capacity = choose_capacity(max(counts), buckets, f"training step {step}")
+            sizes = [(min(s[0], max_points),) for s in sizes]
+        largest = tuple(np.max(np.asarray(sizes), axis=0))
+        capacity = choose_capacity(largest, buckets, spec, f"training step {step}")
         samples = []
         for j in _process_slice(global_batch_size):
             epoch, index = epochs_and_indices[j]
-            points, labels = source[index]
+            sample = source[index]
             rng = sample_generator(seed, epoch, index)
-            if augment is not None:
-                points = augment_points(points, rng, augment)
-            if max_points is not None and len(points) > max_points:
-                keep = np.sort(rng.choice(len(points), size=max_points, replace=False))
-                points, labels = points[keep], labels[keep]
-            samples.append((points, labels))
-        yield pad_batch(samples, capacity)
+            transformed = apply_transforms(sample, transforms, rng)
+            if spec.sample_size(transformed) != spec.sample_size(sample):
+                raise ValueError(f"training sample {index}: a transform changed its size")
+            sample = transformed
+            count = spec.sample_size(sample)[0]
+            if max_points is not None and count > max_points:
+                keep = np.sort(rng.choice(count, size=max_points, replace=False))
+                sample = {key: value[keep] for key, value in sample.items()}
+            samples.append(sample)
+        yield pad_batch(samples, capacity, spec, label_fill)
         step += 1
 
 
 def eval_batches(
-    source: ScanSource, global_batch_size: int, buckets: Sequence[int]
+    source: Source,
+    spec: BatchSpec,
+    global_batch_size: int,
+    buckets: Sequence,
+    label_fill: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """One pass over every scan and every point, in order (this process's share of each batch).
+    """One pass over every sample and every entry, in order (this process's share of each batch).
 
     The last batch is filled with empty samples (all-False masks) so shapes stay static.
     """
     size = len(source)
     for start in range(0, size, global_batch_size):
         indices = list(range(start, min(start + global_batch_size, size)))
-        capacity = choose_capacity(
-            max(source.num_points(i) for i in indices), buckets, f"evaluation scan {start}"
-        )
+        largest = tuple(np.max(np.asarray([source.size(i) for i in indices]), axis=0))
+        capacity = choose_capacity(largest, buckets, spec, f"evaluation sample {start}")
         samples = []
         for j in _process_slice(global_batch_size):
             if start + j < size:
                 samples.append(source[start + j])
             else:
-                samples.append((np.zeros((0, 4), np.float32), np.zeros((0,), np.int32)))
-        yield pad_batch(samples, capacity)
+                samples.append(spec.empty_sample())
+        yield pad_batch(samples, capacity, spec, label_fill)
 
 
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:

@@ -20,6 +20,19 @@ import numpy as np
 logger = logging.getLogger("leakjax")
 
 
+def readable_logs(level: int = logging.INFO) -> None:
+    """Our progress lines at `level`, dependencies' INFO floods (Orbax logs every save) hidden."""
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s")
+    for chatty in ("absl", "orbax", "jax", "etils", "tensorflow_datasets"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    try:
+        from absl import logging as absl_logging  # noqa: PLC0415 - absl routes Orbax's INFO
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    except ImportError:
+        pass
+
+
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the run stops instead of training on garbage."""
 
@@ -103,6 +116,10 @@ class Progress:
         self._last_step, self._last_time = step, now
         eta = (self.total_steps - step) / rate if rate > 0 else math.inf
         return {"steps_per_sec": rate, "eta_sec": eta}
+
+    def pause(self) -> None:
+        """Restarts the clock: time since the last update (e.g. a validation) is not counted."""
+        self._last_time = time.perf_counter()
 
 
 def format_eta(seconds: float) -> str:

@@ -19,9 +19,9 @@ def make_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Sc
       num_steps: total optimiser steps of the run.
     """
     peak = float(config.learning_rate)
-    warmup = int(config.get("warmup_steps", 0))
+    warmup = int(config.warmup_steps)
     decay_steps = max(num_steps - warmup, 1)
-    end = peak * float(config.get("end_learning_rate_factor", 0.0))
+    end = peak * float(config.end_learning_rate_factor)
     if config.schedule == "constant":
         main = optax.constant_schedule(peak)
     elif config.schedule == "poly":
@@ -51,7 +51,7 @@ def make_optimizer(
       (optimiser, schedule) — the schedule is returned so the trainer can log the learning rate.
     """
     schedule = make_schedule(config, num_steps)
-    weight_decay = float(config.get("weight_decay", 0.0))
+    weight_decay = float(config.weight_decay)
     if config.name == "adam":
         tx = optax.adam(schedule)
         if weight_decay:  # coupled L2 as in torch.optim.Adam(weight_decay=...)
@@ -61,11 +61,11 @@ def make_optimizer(
     elif config.name == "sgd":
         tx = optax.chain(
             optax.add_decayed_weights(weight_decay),
-            optax.sgd(schedule, momentum=float(config.get("momentum", 0.9)), nesterov=True),
+            optax.sgd(schedule, momentum=float(config.momentum), nesterov=True),
         )
     else:
         raise ValueError(f"config.optimizer.name={config.name!r}: expected adam, adamw or sgd")
-    clip = float(config.get("grad_clip_norm", 0.0))
+    clip = float(config.grad_clip_norm)
     if clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(clip), tx)
     return tx, schedule

@@ -62,7 +62,7 @@ def init_train_state(
     """Initialises a fresh state (call under `jax.jit` / `jax.eval_shape`).
 
     Args:
-      model: the Flax module (honouring MODEL_API).
+      model: the Flax module (honouring docs/model_api.md).
       tx: the optimiser.
       example_batch: a batch of the shapes the model will see (values are irrelevant).
       init_key: PRNG key for parameter initialisation.

@@ -2,14 +2,14 @@
 
 The train step computes, in one pass: the model forward (BatchNorm statistics global over the
 batch), the backbone's own loss L0 (cross-entropy with an optional class weighting, plus
-Lovasz-softmax when `lovasz_weight` > 0), and with LEAK on, the prototype update and the LEAK
-objective terms (leakjax.leak); then one optimiser update. The input batch is sharded on `data`,
-the state replicated: every batch reduction (BatchNorm moments, prototype sums/counts, loss means,
-Lovasz sort) is an ordinary global reduction, so results do not depend on the number of devices.
+Lovasz-softmax when `lovasz_weight` > 0), and with LEAK on, LEAK's terms and prototype update
+(`leakjax.leak.leak_objective`): loss = L0 + LEAK terms; then one optimiser update. The input batch
+is sharded on `data`, the state replicated: every batch reduction (BatchNorm moments, prototype
+sums/counts, loss means, Lovasz sort) is an ordinary global reduction, so results do not depend on
+the number of devices.
 
-SemanticKITTI convention (MODEL_API): training ids 0..C-1 with 0 ignored; LEAK works on micro
-classes 0..m-1 = training id - 1, valid where the training id is not 0. The conversion happens here
-and nowhere else.
+Label conventions come from the dataset's `LabelSpace` (leakjax/label_space.py): entries whose
+label id is not scored (the ignored id, or outside 0..C-1) count in no loss and no metric.
 """
 
 import dataclasses
@@ -23,17 +23,21 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from leakjax import leak, losses, metrics
+from leakjax import losses, metrics
+from leakjax.label_space import LabelSpace
+from leakjax.leak.objective import LeakSettings, leak_objective
+from leakjax.train.batch import BatchSpec
 from leakjax.train.mesh import batch_sharding, replicated_sharding
 from leakjax.train.state import TrainState, step_rng
 
-IGNORE_INDEX = 0  # the ignored training id
 DROPOUT_STREAM = 0  # step_rng stream ids
+
+__all__ = ["LeakSettings", "LossSettings", "make_eval_step", "make_train_step", "model_loss"]
 
 
 @dataclasses.dataclass(frozen=True)
 class LossSettings:
-    """The backbone's own loss L0 (MODEL_API: computed on aux["loss_logits"]).
+    """The backbone's own loss L0 (docs/model_api.md: computed on aux["loss_logits"]).
 
     Attributes:
       class_weights: float [C] cross-entropy weights (leakjax.losses.class_weights) or None.
@@ -47,62 +51,28 @@ class LossSettings:
     point_ce_weight: float = 0.0
 
 
-@dataclasses.dataclass(frozen=True)
-class LeakSettings:
-    """LEAK's terms (LEAK_METHOD.md section 4) and the hierarchy they use.
-
-    Attributes:
-      micro_to_macro: int [m] macro class of every micro class (m = C - 1).
-      objective: the lambdas, prototype distance and fairness variant (leak.LeakConfig; its
-        defaults and how they were set are documented in leakjax/leak/objective.py).
-    """
-
-    micro_to_macro: tuple[int, ...]
-    objective: leak.LeakConfig = leak.LeakConfig()
-
-    @property
-    def num_micro(self) -> int:
-        return len(self.micro_to_macro)
-
-    @property
-    def num_macro(self) -> int:
-        return int(max(self.micro_to_macro)) + 1
-
-    def prototype_bank(self, feature_dim: int) -> leak.PrototypeBank:
-        return leak.PrototypeBank(
-            self.num_micro, self.num_macro, feature_dim, distance=self.objective.prototype_distance
-        )
-
-    def init_prototypes(self, feature_dim: int) -> dict[str, jax.Array]:
-        """The zero prototype bank (collection "prototypes") for features of width D."""
-        bank = self.prototype_bank(feature_dim)
-        feats = jnp.zeros((1, feature_dim), jnp.float32)
-        labels = jnp.zeros((1,), jnp.int32)
-        variables = bank.init(
-            jax.random.key(0), feats, labels, labels > 0, np.asarray(self.micro_to_macro), False
-        )
-        return variables["prototypes"]
-
-
 def model_loss(
     point_logits: jax.Array,
     batch: dict[str, jax.Array],
     aux: dict[str, jax.Array],
     settings: LossSettings,
+    label_space: LabelSpace,
+    spec: BatchSpec,
 ) -> jax.Array:
     """L0: masked (weighted) cross-entropy + lovasz_weight * Lovasz-softmax on the loss logits
-    (+ point_ce_weight * cross-entropy on the point logits [B, P, C]), class 0 ignored."""
-    logits, labels, valid = aux["loss_logits"], aux["loss_labels"], aux["loss_mask"]
+    (+ point_ce_weight * cross-entropy on the output logits [B, *S, C]); unscored labels ignored."""
+    logits, labels = aux["loss_logits"], aux["loss_labels"]
+    valid = aux["loss_mask"] & label_space.is_scored(labels)
     weights = None if settings.class_weights is None else np.asarray(settings.class_weights)
-    loss = losses.cross_entropy(logits, labels, valid, weights, ignore_index=IGNORE_INDEX)
+    loss = losses.cross_entropy(logits, labels, valid, weights)
     if settings.lovasz_weight:
         probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-        loss = loss + settings.lovasz_weight * losses.lovasz_softmax(
-            probs, labels, valid, ignore_index=IGNORE_INDEX
-        )
+        loss = loss + settings.lovasz_weight * losses.lovasz_softmax(probs, labels, valid)
     if settings.point_ce_weight:
+        labels = batch[spec.label_key]
+        valid = batch[spec.mask_key] & label_space.is_scored(labels)
         loss = loss + settings.point_ce_weight * losses.cross_entropy(
-            point_logits, batch["labels"], batch["point_mask"], weights, ignore_index=IGNORE_INDEX
+            point_logits, labels, valid, weights
         )
     return loss
 
@@ -113,29 +83,31 @@ def make_train_step(
     mesh: Mesh,
     root_key: jax.Array,
     loss_settings: LossSettings,
+    label_space: LabelSpace,
+    spec: BatchSpec,
     leak_settings: LeakSettings | None = None,
     donate: bool = True,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """Builds the jitted `train_step(state, batch) -> (state, metrics)`.
 
     Args:
-      model: the Flax module (MODEL_API).
+      model: the Flax module (docs/model_api.md).
       tx: the optimiser.
       mesh: the one-axis `data` mesh.
       root_key: the run's root PRNG key; the step's dropout key is derived from it and state.step.
       loss_settings: L0 settings.
+      label_space: the dataset's label ids (which count, which are ignored).
+      spec: the batch contract (mask and label keys).
       leak_settings: None for a baseline run; else LEAK's hierarchy and weights (the state must
         then hold a prototype bank).
       donate: donate the input state's buffers (the caller must not reuse the old state).
 
     Returns:
-      The jitted step. metrics: scalars "loss", "loss_model" (and with LEAK the objective's terms),
-      "num_points" (valid labelled points), "overflow" (any model capacity overflow in the batch),
-      "label_errors" (valid feature labels outside the micro classes: a data/model bug).
+      The jitted step. metrics: scalars "loss", "loss_model" (and with LEAK "loss_micro",
+      "loss_macro", "loss_fairness"), "grad_norm", "num_points" (scored loss entries),
+      "overflow" (any model capacity overflow in the batch), "label_errors" (feature labels that
+      are neither a class nor the no-label id: a data or model bug).
     """
-    micro_to_macro = None
-    if leak_settings is not None:
-        micro_to_macro = jnp.asarray(np.asarray(leak_settings.micro_to_macro, np.int32))
 
     def loss_fn(params, state: TrainState, batch, dropout_key):
         variables = {"params": params}
@@ -146,64 +118,25 @@ def make_train_step(
         (point_logits, aux), updates = model.apply(
             variables, batch, train=True, mutable=mutable, rngs={"dropout": dropout_key}
         )
-        loss0 = model_loss(point_logits, batch, aux, loss_settings)
-        terms = {"loss_model": loss0}
+        loss = model_loss(point_logits, batch, aux, loss_settings, label_space, spec)
+        terms = {"loss_model": loss}
         prototypes = state.prototypes
-        total = loss0
         label_errors = jnp.zeros((), jnp.int32)
         if leak_settings is not None:
-            feats = aux["features"]
-            feats = feats.reshape(-1, feats.shape[-1])  # [B * Nf, D]
-            feature_labels = aux["feature_labels"].reshape(-1)
-            feature_valid = aux["feature_mask"].reshape(-1) & (feature_labels != IGNORE_INDEX)
-            logits = aux["loss_logits"]
-            probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 1:]
-            probs = probs.reshape(-1, probs.shape[-1])  # [B * M, m]
-            loss_labels = aux["loss_labels"].reshape(-1)
-            loss_valid = aux["loss_mask"].reshape(-1) & (loss_labels != IGNORE_INDEX)
-            bank = leak_settings.prototype_bank(feats.shape[-1])
-            proto_losses, bank_updates = bank.apply(
-                {"prototypes": prototypes},
-                feats,
-                feature_labels - 1,
-                feature_valid,
-                micro_to_macro,
-                True,
-                mutable=["prototypes"],
+            extra, leak_terms, prototypes, label_errors = leak_objective(
+                aux, prototypes, leak_settings, label_space
             )
-            prototypes = bank_updates["prototypes"]
-            fairness = leak.fairness_loss(
-                probs,
-                loss_labels - 1,
-                loss_valid,
-                micro_to_macro,
-                detach=leak_settings.objective.fairness_detach,
-                num_macro=leak_settings.num_macro,
-            )
-            total, leak_terms = leak.combine_objective(
-                loss0,
-                proto_losses["micro"],
-                proto_losses["macro"],
-                fairness,
-                leak_settings.objective,
-            )
-            leak_terms = {
-                "loss_proto_micro": leak_terms["prototype_micro"],
-                "loss_proto_macro": leak_terms["prototype_macro"],
-                "loss_fairness": leak_terms["fairness"],
-            }
-            label_errors = proto_losses["num_out_of_range"]
+            loss = loss + extra
             terms.update(leak_terms)
-        new_batch_stats = updates.get("batch_stats", state.batch_stats)
         extras = {
             "terms": terms,
-            "batch_stats": new_batch_stats,
+            "batch_stats": updates.get("batch_stats", state.batch_stats),
             "prototypes": prototypes,
-            "num_points": jnp.sum(aux["loss_mask"] & (aux["loss_labels"] != IGNORE_INDEX)),
+            "num_points": jnp.sum(aux["loss_mask"] & label_space.is_scored(aux["loss_labels"])),
             "overflow": jnp.any(aux["overflow"]),
             "label_errors": label_errors,
         }
-        return total, extras
+        return loss, extras
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
         dropout_key = step_rng(root_key, state.step, DROPOUT_STREAM)
@@ -238,17 +171,22 @@ def make_train_step(
 
 
 def make_eval_step(
-    model: nn.Module, mesh: Mesh, num_classes: int, predict_ignored: bool = False
+    model: nn.Module,
+    mesh: Mesh,
+    label_space: LabelSpace,
+    spec: BatchSpec,
+    predict_ignored: bool = False,
 ) -> Callable[[dict[str, Any], dict[str, jax.Array]], dict[str, jax.Array]]:
     """Builds the jitted `eval_step(variables, batch) -> {"confusion", "overflow"}`.
 
     `variables` = `state.variables()` (params and batch_stats only), so a baseline and a LEAK run
     of the same model share one compiled program.
 
-    The prediction of a point is the argmax of its logits over classes 1..C-1 (the ignored class is
-    never trained as a target, so it is not predicted) unless `predict_ignored`; with the official
-    rules a predicted 0 would count as a miss anyway. confusion: int32 [C, C] over the batch's
-    labelled points (rows ground truth, columns prediction, row 0 empty).
+    The prediction of an entry is the argmax of its logits over the scored label ids
+    (`LabelSpace.predict`: the ignored id is never trained as a target, so it is not predicted)
+    unless `predict_ignored`; with the official rules a predicted ignored id counts as a miss.
+    confusion: int32 [C, C] over the batch's entries with a scored label (rows ground truth,
+    columns prediction; the ignored id's row, if it is in range, stays empty).
     """
 
     def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array]):
@@ -256,10 +194,10 @@ def make_eval_step(
         if predict_ignored:
             prediction = jnp.argmax(logits, axis=-1)
         else:
-            prediction = jnp.argmax(logits[..., 1:], axis=-1) + 1
-        labels = batch["labels"]
-        valid = batch["point_mask"] & (labels != IGNORE_INDEX)
-        confusion = metrics.confusion_matrix(prediction, labels, valid, num_classes)
+            prediction = label_space.predict(logits)
+        labels = batch[spec.label_key]
+        valid = batch[spec.mask_key] & label_space.is_scored(labels)
+        confusion = metrics.confusion_matrix(prediction, labels, valid, label_space.num_classes)
         return {"confusion": confusion, "overflow": jnp.any(aux["overflow"])}
 
     replicated = replicated_sharding(mesh)

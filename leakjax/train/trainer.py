@@ -1,14 +1,15 @@
 """The trainer: one function that reads top to bottom, plus evaluation and checkpoint loading.
 
 `train` follows big_vision's order: model and optimiser -> state shapes (`jax.eval_shape`) and
-shardings -> jitted step -> resume (Orbax) -> loop with periodic logging, checks and checkpoints.
-It knows nothing about SemanticKITTI beyond MODEL_API; the caller passes a `ScanSource`.
+shardings -> jitted step -> resume (Orbax) -> loop with periodic logging, validation, checks and
+checkpoints. It knows no dataset: it reads a `leakjax.data.Dataset` (samples, their batch contract,
+the label space) and a model from `MODELS` honouring docs/model_api.md.
 """
 
 import dataclasses
 import logging
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -18,7 +19,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from leakjax.augment import AugmentConfig
+from leakjax import losses
+from leakjax.data import Dataset
+from leakjax.label_space import LabelSpace
+from leakjax.leak.objective import LeakSettings
+from leakjax.metrics import segmentation_metrics
 from leakjax.models import MODELS
 from leakjax.train import input_pipeline
 from leakjax.train.checkpoint import Checkpointer, restore_or_initialize
@@ -26,7 +31,8 @@ from leakjax.train.logging import MetricWriter, Progress, check_finite, format_e
 from leakjax.train.mesh import check_batch_size, global_batch, replicated_sharding
 from leakjax.train.optim import make_optimizer
 from leakjax.train.state import TrainState, init_train_state
-from leakjax.train.steps import LeakSettings, LossSettings, make_eval_step, make_train_step
+from leakjax.train.steps import LossSettings, make_eval_step, make_train_step
+from leakjax.transforms import build_transforms
 
 logger = logging.getLogger("leakjax")
 _FLAGS = ("overflow", "label_errors")  # per-step error indicators, checked, not logged
@@ -48,32 +54,43 @@ class Run:
     checkpointer: Checkpointer
 
 
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """MODELS[config.model.name](num_classes=config.data.num_classes, **config.model.kwargs)."""
+def build_model(config: ml_collections.ConfigDict, label_space: LabelSpace) -> nn.Module:
+    """MODELS[config.model.name](num_classes=C, ignore_index=no_label, **config.model.kwargs).
+
+    The model's input contract (`input_spec()`, docs/model_api.md) is checked against the data's
+    by `build_run`.
+    """
     if config.model.name not in MODELS:
         raise ValueError(f"config.model.name={config.model.name!r}: not in {sorted(MODELS)}")
     return MODELS[config.model.name](
-        num_classes=config.data.num_classes, **config.model.get("kwargs", {})
+        num_classes=label_space.num_classes,
+        ignore_index=label_space.no_label,
+        **config.model.kwargs,
     )
 
 
-def _example_batch(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-    # Parameter shapes do not depend on the batch shape: one small all-padding sample suffices.
-    capacity = min(config.data.point_buckets)
-    return input_pipeline.pad_batch([(np.zeros((0, 4)), np.zeros((0,)))], capacity)
+def example_batch(config: ml_collections.ConfigDict, data: Dataset) -> dict[str, np.ndarray]:
+    """One all-padding sample of the smallest bucket: parameter shapes do not depend on it."""
+    spec = data.spec
+    capacity = min((spec.capacity(b) for b in config.data.buckets), key=lambda s: np.prod(s))
+    return input_pipeline.pad_batch(
+        [spec.empty_sample()], capacity, spec, data.label_space.no_label
+    )
 
 
 def build_run(
     config: ml_collections.ConfigDict,
     run_dir: pathlib.Path,
     mesh: Mesh,
+    data: Dataset,
     leak_settings: LeakSettings | None,
 ) -> Run:
     """Model, optimiser, state initialiser, its abstract (shape + sharding) twin, checkpointer."""
-    model = build_model(config)
+    model = build_model(config, data.label_space)
+    data.spec.check_compatible(model.input_spec(), f"model {config.model.name}")
     tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
     init_prototypes = None if leak_settings is None else leak_settings.init_prototypes
-    example = _example_batch(config)
+    example = example_batch(config, data)
     # Parameter init only: XLA:CPU compiles threefry for a large network slowly (about 60 s for
     # Cylinder3D against 4 s with the RBG generator); still deterministic for a seed.
     init_key = jax.random.key(config.seed, impl="unsafe_rbg")
@@ -89,29 +106,30 @@ def build_run(
     checkpointer = Checkpointer(
         run_dir / "checkpoints",
         max_to_keep=config.train.max_checkpoints_to_keep,
-        async_save=config.train.get("async_checkpointing", True),
+        async_save=config.train.async_checkpointing,
     )
     return Run(model, tx, schedule, init_fn, abstract_state, checkpointer)
 
 
 def loss_settings(
-    config: ml_collections.ConfigDict, class_counts: np.ndarray | None
+    config: ml_collections.ConfigDict, label_space: LabelSpace, class_counts: np.ndarray | None
 ) -> LossSettings:
     """L0 settings from config.loss; `class_counts` [C] (training labels) for a CE weighting."""
     weights = None
     if config.loss.ce_weighting != "none":
-        from leakjax import losses  # noqa: PLC0415 - only needed for a weighting
-
-        weights = tuple(
-            float(w)
-            for w in losses.class_weights(
-                class_counts, config.loss.ce_weighting, ignore_index=0, normalize=True
-            )
+        if class_counts is None:
+            raise ValueError(f"config.loss.ce_weighting={config.loss.ce_weighting!r} needs counts")
+        weights = losses.class_weights(
+            class_counts,
+            config.loss.ce_weighting,
+            ignore_index=label_space.ignore_in_range,
+            normalize=True,
         )
+        weights = tuple(float(w) for w in weights)
     return LossSettings(
         class_weights=weights,
         lovasz_weight=float(config.loss.lovasz_weight),
-        point_ce_weight=float(config.loss.get("point_ce_weight", 0.0)),
+        point_ce_weight=float(config.loss.point_ce_weight),
     )
 
 
@@ -123,8 +141,8 @@ def _check_step_metrics(step: int, metrics: dict[str, Any], where: str) -> None:
         )
     if int(metrics["label_errors"]):
         raise ValueError(
-            f"{where}: {int(metrics['label_errors'])} feature labels outside the micro classes at "
-            f"step {step}; labels must be training ids 0..num_classes-1"
+            f"{where}: {int(metrics['label_errors'])} feature labels at step {step} are neither a "
+            "class of the label space nor its no-label id; check the data and the model's aux"
         )
     check_finite(step, {k: v for k, v in metrics.items() if k not in _FLAGS}, where)
 
@@ -132,7 +150,7 @@ def _check_step_metrics(step: int, metrics: dict[str, Any], where: str) -> None:
 def train(
     config: ml_collections.ConfigDict,
     run_dir: str | pathlib.Path,
-    train_source: input_pipeline.ScanSource,
+    data: Dataset,
     mesh: Mesh,
     loss: LossSettings,
     leak_settings: LeakSettings | None = None,
@@ -143,10 +161,15 @@ def train(
 ) -> TrainState:
     """Trains (or resumes) one run to config.train.num_steps and returns its final state.
 
+    Every config.train.eval_every steps (and at the last step; 0 = never) the run is evaluated on
+    `data.validation`: "val_miou", "val_oa", "val_macc" and "val_iou/<class>" go to metrics.jsonl
+    and TensorBoard, the confusion to `<run_dir>/val_confusion_step<N>.npy` (reused by
+    `validation_confusion`, so a later evaluation of the same checkpoint costs nothing).
+
     Args:
-      config: the resolved config (data, model, optimizer, loss, train, seed).
+      config: the resolved config (data, model, optimizer, loss, train, eval, seed).
       run_dir: the run's directory (checkpoints/, metrics.jsonl, tensorboard/).
-      train_source: the training scans.
+      data: the dataset (its train split is trained on, its validation split evaluated).
       mesh: the `data` mesh.
       loss: L0 settings (`loss_settings`).
       leak_settings: None for a baseline, LEAK's hierarchy and weights otherwise.
@@ -159,7 +182,7 @@ def train(
     num_steps = config.train.num_steps
     stop = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
     check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
-    run = build_run(config, run_dir, mesh, leak_settings)
+    run = build_run(config, run_dir, mesh, data, leak_settings)
     state, origin = restore_or_initialize(
         run.checkpointer, run.abstract_state, run.init_fn, resume_from, init_from
     )
@@ -170,24 +193,18 @@ def train(
         return state
 
     root_key = jax.random.key(config.seed)
-    train_step = make_train_step(run.model, run.tx, mesh, root_key, loss, leak_settings)
-    augment = AugmentConfig(**config.data.augment) if config.data.get("augment") else None
-    batches = input_pipeline.prefetch(
-        input_pipeline.train_batches(
-            train_source,
-            config.train.batch_size,
-            config.seed,
-            start,
-            config.data.point_buckets,
-            augment=augment,
-            max_points=config.data.get("train_max_points"),
-        ),
-        size=config.data.get("prefetch", 2),
+    label_space = data.label_space
+    train_step = make_train_step(
+        run.model, run.tx, mesh, root_key, loss, label_space, data.spec, leak_settings
     )
-    writer = MetricWriter(run_dir, tensorboard=config.train.get("tensorboard", True))
+    batches = input_pipeline.prefetch(
+        training_batches(config, data, start), size=config.data.prefetch
+    )
+    writer = MetricWriter(run_dir, tensorboard=config.train.tensorboard)
     progress = Progress(num_steps, start)
     pending: list[dict[str, jax.Array]] = []
     metadata = metadata or {}
+    eval_every = config.train.eval_every
 
     def flush(step: int) -> None:
         """Fetches the pending step metrics, checks them, writes their mean (step = last one)."""
@@ -211,14 +228,31 @@ def train(
             format_eta(speed["eta_sec"]),
         )
 
+    def validate(step: int) -> None:
+        confusion = evaluate(run.model, state, data, mesh, config)
+        save_confusion(run_dir, step, confusion)
+        scalars = validation_scalars(confusion, label_space)
+        writer.write_scalars(step, scalars)
+        progress.pause()  # evaluation time is not training time in steps/s and the ETA
+        logger.info(
+            "%s step %d validation: mIoU %.2f%% OA %.2f%%",
+            run_dir.name,
+            step,
+            100 * scalars["val_miou"],
+            100 * scalars["val_oa"],
+        )
+
     try:
         for step in range(start + 1, stop + 1):
             batch = global_batch(next(batches), mesh)
             state, step_metrics = train_step(state, batch)
             pending.append(step_metrics)
             save_now = step % config.train.checkpoint_every == 0 or step == stop
-            if step % config.train.log_every == 0 or save_now:
+            eval_now = eval_every > 0 and (step % eval_every == 0 or step == num_steps)
+            if step % config.train.log_every == 0 or save_now or eval_now:
                 flush(step)  # also guarantees no non-finite state is ever checkpointed
+            if eval_now:
+                validate(step)
             if save_now:
                 run.checkpointer.save(state, metadata)
     finally:
@@ -228,14 +262,57 @@ def train(
     return state
 
 
+def training_batches(
+    config: ml_collections.ConfigDict, data: Dataset, start_step: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """The host batches `train` consumes from step `start_step` on, transforms from the config
+    (config.data.transforms / transform_kwargs, leakjax/transforms.py)."""
+    return input_pipeline.train_batches(
+        data.train,
+        data.spec,
+        config.train.batch_size,
+        config.seed,
+        start_step,
+        config.data.buckets,
+        transforms=build_transforms(config.data.transforms, config.data.transform_kwargs),
+        max_points=config.data.train_max_points,
+        label_fill=data.label_space.no_label,
+    )
+
+
+def validation_scalars(confusion: np.ndarray, label_space: LabelSpace) -> dict[str, float]:
+    """The validation metrics logged during training, from a [C, C] confusion."""
+    result = segmentation_metrics(confusion, ignore_index=label_space.ignore_in_range)
+    iou = np.asarray(result["iou_per_class"])
+    scalars = {
+        "val_miou": result["miou"],
+        "val_oa": result["oa"],
+        "val_macc": result["macc"],
+    }
+    for label_id, name in zip(label_space.scored_ids, label_space.micro_names):
+        scalars[f"val_iou/{name}"] = float(iou[label_id])
+    return scalars
+
+
+def confusion_path(run_dir: pathlib.Path, step: int) -> pathlib.Path:
+    """Where the validation confusion of a run's checkpoint at `step` is cached."""
+    return pathlib.Path(run_dir) / f"val_confusion_step{step}.npy"
+
+
+def save_confusion(run_dir: pathlib.Path, step: int, confusion: np.ndarray) -> None:
+    if jax.process_index() == 0:
+        np.save(confusion_path(run_dir, step), confusion)
+
+
 def load_state(
     config: ml_collections.ConfigDict,
     run_dir: str | pathlib.Path,
     mesh: Mesh,
+    data: Dataset,
     leak_settings: LeakSettings | None = None,
 ) -> tuple[nn.Module, TrainState, dict[str, Any]]:
     """(model, latest state, its metadata) of a finished or interrupted run."""
-    run = build_run(config, pathlib.Path(run_dir), mesh, leak_settings)
+    run = build_run(config, pathlib.Path(run_dir), mesh, data, leak_settings)
     state, metadata = run.checkpointer.restore(run.abstract_state)
     run.checkpointer.close()
     return run.model, state, metadata
@@ -244,18 +321,26 @@ def load_state(
 def evaluate(
     model: nn.Module,
     state: TrainState,
-    source: input_pipeline.ScanSource,
+    data: Dataset,
     mesh: Mesh,
     config: ml_collections.ConfigDict,
+    split: str = "validation",
 ) -> np.ndarray:
-    """Predicts every point of `source`; returns the summed confusion int64 [C, C] (rows truth)."""
+    """Predicts every entry of a split; returns the summed confusion int64 [C, C] (rows truth)."""
     check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
+    label_space, spec = data.label_space, data.spec
     eval_step = make_eval_step(
-        model, mesh, config.data.num_classes, predict_ignored=config.eval.predict_ignored
+        model, mesh, label_space, spec, predict_ignored=config.eval.predict_ignored
     )
-    num_classes = config.data.num_classes
+    num_classes = label_space.num_classes
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    batches = input_pipeline.eval_batches(source, config.eval.batch_size, config.data.point_buckets)
+    batches = input_pipeline.eval_batches(
+        getattr(data, split),
+        spec,
+        config.eval.batch_size,
+        config.data.buckets,
+        label_fill=label_space.no_label,
+    )
     variables = state.variables()
     pending = None
     for index, host_batch in enumerate(input_pipeline.prefetch(batches)):

@@ -17,8 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from leakjax.sharding import per_device_samples, zeros_like_varying
-from leakjax.sparse.tensor import map_samples
+from leakjax.sharding import map_samples, per_device_samples, zeros_like_varying
 
 DEFAULT_CHUNK = 1024
 

@@ -1,4 +1,4 @@
-"""Phase 4's report: baseline and LEAK side by side, as report.json and report.md."""
+"""Phase 4's report: the baseline and the LEAK runs side by side, as report.json and report.md."""
 
 import json
 import math
@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 
+from leakjax.label_space import LabelSpace
 from leakjax.leak.grouping import Hierarchy
 from leakjax.metrics import segmentation_metrics
 
@@ -22,12 +23,21 @@ SUMMARY_KEYS = (
 )
 
 
-def run_metrics(confusion: np.ndarray, hierarchy: Hierarchy) -> dict:
-    """Metrics of one run: a 20x20 confusion, training id 0 ignored, hIoU through `hierarchy`."""
-    result = segmentation_metrics(confusion, hierarchy.with_ignored(0), ignore_index=0)
+def run_metrics(confusion: np.ndarray, hierarchy: Hierarchy, label_space: LabelSpace) -> dict:
+    """Metrics of one run from its [C, C] validation confusion (label ids), hIoU via `hierarchy`.
+
+    iou_per_class lists the m scored classes in micro order (label_space.micro_names).
+    """
+    result = segmentation_metrics(
+        confusion,
+        label_space.label_to_macro(hierarchy.micro_to_macro),
+        ignore_index=label_space.ignore_in_range,
+    )
     return {
         **{key: float(result[key]) for key in SUMMARY_KEYS},
-        "iou_per_class": [float(v) for v in np.asarray(result["iou_per_class"])[1:]],
+        "iou_per_class": [
+            float(v) for v in np.asarray(result["iou_per_class"])[label_space.scored_ids]
+        ],
         "num_labelled": int(result["num_labelled"]),
     }
 
@@ -48,8 +58,13 @@ def write_report(
     hierarchy: Hierarchy,
     data_description: str,
     extra: dict,
+    label_space: LabelSpace,
+    curves: str | None = None,
 ) -> dict:
-    """Writes report.json and report.md; `runs` = {"baseline": run_metrics, "leak": run_metrics}."""
+    """Writes report.json and report.md; `runs` = {run name: run_metrics}, baseline first.
+
+    `curves`: file name of the validation-curve figure beside the report, if one was drawn.
+    """
     report = {
         "data": data_description,
         "class_names": hierarchy.class_names,
@@ -65,13 +80,13 @@ def write_report(
     (workdir / "report.json").write_text(json.dumps(report, indent=1))
     names = list(runs)
     lines = [
-        "# LEAK on SemanticKITTI: baseline vs LEAK",
+        f"# LEAK on {label_space.name}: " + " vs ".join(names),
         "",
-        f"Data: {data_description}. Validation metrics in % (official SemanticKITTI rules:",
-        "class 0 ignored, mIoU over all 19 classes with absent classes scoring 0; mIoU_present",
-        "over classes present in the ground truth). IoU balance: MSE / std of the per-class IoUs",
-        "around their mean, entropy (nats) of the IoUs normalised to sum to 1 (higher = more",
-        "balanced).",
+        f"Data: {data_description}. Validation metrics in % ({_ignore_rule(label_space)}",
+        f"mIoU over all {label_space.num_micro} classes with absent classes scoring 0;",
+        "mIoU_present over classes present in the ground truth). IoU balance: MSE / std of the",
+        "per-class IoUs around their mean, entropy (nats) of the IoUs normalised to sum to 1",
+        "(higher = more balanced).",
         "",
         "Macro classes found from the baseline's mistakes:",
         "",
@@ -89,7 +104,20 @@ def write_report(
     for index, class_name in enumerate(hierarchy.class_names):
         cells = [f"{runs[n]['iou_per_class'][index] * 100:.2f}" for n in names]
         lines.append(f"| {class_name} | " + " | ".join(cells) + " |")
+    if curves:
+        lines += ["", f"Validation mIoU during training: ![curves]({curves})"]
     for key, value in extra.items():
         lines.append(f"\n{key}: {value}")
     (workdir / "report.md").write_text("\n".join(lines) + "\n")
     return report
+
+
+def _ignore_rule(label_space: LabelSpace) -> str:
+    if label_space.ignore_index is None:
+        return "no ignored label;"
+    name = (
+        f"id {label_space.ignore_index} ({label_space.class_names[label_space.ignore_in_range]})"
+        if label_space.ignore_in_range is not None
+        else f"id {label_space.ignore_index}"
+    )
+    return f"label {name} ignored;"

@@ -1,4 +1,5 @@
-"""Figures of phase 2: the baseline's confusion matrix, the conductance curve, the dendrogram."""
+"""Figures of the LEAK pipeline: the baseline's confusion matrix, the conductance curve and the
+dendrogram (phase 2), and the validation curves of every run (phase 4)."""
 
 import pathlib
 
@@ -74,3 +75,27 @@ def plot_dendrogram(hierarchy: Hierarchy, path: pathlib.Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_curves(runs: dict[str, list[dict]], path: pathlib.Path, metric: str = "val_miou") -> bool:
+    """Validation `metric` (%) over training steps, one line per run; runs = {name: jsonl records}.
+
+    Returns False (and writes nothing) when no run has a record of `metric`.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for name, records in runs.items():
+        points = [(r["step"], 100 * r[metric]) for r in records if metric in r]
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, "o-", label=name)
+            drawn = True
+    if drawn:
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn

@@ -1,0 +1,391 @@
+"""The LEAK pipeline for any registered dataset and model: four phases as plain functions.
+
+  1. `train_baseline`      train the model alone                      -> <workdir>/baseline/
+  2. `discover_hierarchy`  validation confusion of the baseline, macro classes, figures
+                                                                       -> hierarchy.json, *.png
+  3. `train_leak`          retrain with LEAK (from scratch, same schedule, as in the paper)
+                                                                       -> <workdir>/leak/
+  4. `write_report`        evaluate every run on validation            -> report.md / report.json
+
+Each phase resumes from its checkpoint or is skipped when its outputs exist. Runs are named
+`<name>` for the pipeline's own seed and `<name>-seed<k>` for another seed, so any number of LEAK
+variants (a `Variant` is a name plus config overrides) and seeds share one work directory and one
+baseline: `run_pipeline(..., variants=[Variant("leak"), Variant("no_fairness",
+{"leak.lambda_fairness": 0.0})], seeds=[0, 1])` trains one baseline, discovers its hierarchy once
+per distinct grouping, and trains four LEAK runs. Data-parallel over every local device.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from datasets.registry import load_dataset
+from leakjax.data import Dataset
+from leakjax.leak import (
+    Hierarchy,
+    LeakConfig,
+    LeakSettings,
+    a_priori_grouping,
+    random_grouping,
+)
+from leakjax.leak import (
+    discover_hierarchy as discover,
+)
+from leakjax.pipeline import plots, report
+from leakjax.train import mesh as mesh_lib
+from leakjax.train import trainer
+from leakjax.train.logging import read_jsonl
+from leakjax.train.steps import LossSettings
+
+logger = logging.getLogger("leakjax")
+ALL_PHASES = (1, 2, 3, 4)
+GROUPINGS = ("spectral", "random", "a_priori")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A LEAK variant: a run name and config overrides {"leak.lambda_fairness": 0.0, ...}."""
+
+    name: str = "leak"
+    overrides: dict = dataclasses.field(default_factory=dict, hash=False)
+
+    def apply(self, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+        """A copy of `config` with the overrides set (each must name an existing field)."""
+        config = copy.deepcopy(config)
+        for dotted, value in self.overrides.items():
+            *parents, leaf = dotted.split(".")
+            node = config
+            for part in parents:
+                node = node[part]
+            if leaf not in node:
+                raise ValueError(f"variant {self.name}: {dotted!r} is not a config field")
+            node[leaf] = value
+        return config
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """What every phase needs."""
+
+    config: ml_collections.ConfigDict
+    workdir: pathlib.Path
+    mesh: jax.sharding.Mesh
+    data: Dataset
+    loss: LossSettings
+
+
+def setup(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+) -> Pipeline:
+    """Work directory, resolved config, data mesh and the dataset (config.data.name)."""
+    workdir = pathlib.Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
+    mesh = mesh_lib.make_data_mesh()
+    cache_root = pathlib.Path(cache_dir) if cache_dir else workdir.parent / "synthetic_cache"
+    data = load_dataset(config.data, data_dir, cache_root)
+    counts = data.train_class_counts() if config.loss.ce_weighting != "none" else None
+    loss = trainer.loss_settings(config, data.label_space, counts)
+    logger.info(
+        "data: %s (%d train, %d validation samples); %d devices",
+        data.description,
+        len(data.train),
+        len(data.validation),
+        mesh.devices.size,
+    )
+    return Pipeline(config, workdir, mesh, data, loss)
+
+
+def run_name(pipe: Pipeline, name: str, seed: int | None) -> str:
+    """`name` for the pipeline's seed (or None), `name-seed<k>` for another seed."""
+    return name if seed is None or seed == pipe.config.seed else f"{name}-seed{seed}"
+
+
+def _seeded(config: ml_collections.ConfigDict, seed: int | None) -> ml_collections.ConfigDict:
+    if seed is None or seed == config.seed:
+        return config
+    config = copy.deepcopy(config)
+    config.seed = seed
+    return config
+
+
+def leak_settings(config: ml_collections.ConfigDict, hierarchy: Hierarchy) -> LeakSettings:
+    """LEAK's objective weights (config.leak) and the micro -> macro map."""
+    objective = LeakConfig(
+        lambda_micro=config.leak.lambda_micro,
+        lambda_macro=config.leak.lambda_macro,
+        lambda_fairness=config.leak.lambda_fairness,
+        prototype_distance=config.leak.prototype_distance,
+        fairness_detach=config.leak.fairness_detach,
+    )
+    return LeakSettings(tuple(int(v) for v in hierarchy.micro_to_macro), objective)
+
+
+def validation_confusion(
+    pipe: Pipeline,
+    run_dir: pathlib.Path,
+    settings: LeakSettings | None = None,
+    config: ml_collections.ConfigDict | None = None,
+) -> np.ndarray:
+    """int64 [C, C] validation confusion of a run's latest checkpoint (cached beside it)."""
+    config = config or pipe.config
+    model, state, _ = trainer.load_state(config, run_dir, pipe.mesh, pipe.data, settings)
+    cache = trainer.confusion_path(run_dir, int(jax.device_get(state.step)))
+    if cache.exists():
+        return np.load(cache)
+    confusion = trainer.evaluate(model, state, pipe.data, pipe.mesh, config)
+    trainer.save_confusion(run_dir, int(jax.device_get(state.step)), confusion)
+    return confusion
+
+
+def train_baseline(
+    pipe: Pipeline, seed: int | None = None, baseline_checkpoint: str | None = None
+) -> pathlib.Path:
+    """Phase 1: trains the baseline (or uses `baseline_checkpoint`, a run directory)."""
+    if baseline_checkpoint:
+        return pathlib.Path(baseline_checkpoint).absolute()
+    config = _seeded(pipe.config, seed)
+    run_dir = pipe.workdir / run_name(pipe, "baseline", seed)
+    metadata = {"config": config.to_dict(), "phase": "baseline"}
+    trainer.train(config, run_dir, pipe.data, pipe.mesh, pipe.loss, metadata=metadata)
+    return run_dir
+
+
+def hierarchy_path(
+    pipe: Pipeline, baseline_dir: pathlib.Path, config: ml_collections.ConfigDict
+) -> pathlib.Path:
+    """`hierarchy.json` for the pipeline's own grouping of its baseline, else a keyed name."""
+    key = _grouping_key(config, baseline_dir)
+    if key == _grouping_key(pipe.config, pipe.workdir / "baseline"):
+        return pipe.workdir / "hierarchy.json"
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    return pipe.workdir / f"hierarchy-{config.leak.grouping}-{digest}.json"
+
+
+def _grouping_key(config: ml_collections.ConfigDict, baseline_dir: pathlib.Path) -> dict:
+    leak = config.leak
+    key = {
+        "baseline": str(pathlib.Path(baseline_dir).absolute()),
+        "grouping": leak.grouping,
+        "method": leak.method,
+        "k_max": leak.k_max,
+        "criterion": leak.criterion,
+        "fixed_k": leak.fixed_k,
+    }
+    if leak.grouping == "random":  # each seed draws its own random partition
+        key["seed"] = config.seed
+    return key
+
+
+def discover_hierarchy(
+    pipe: Pipeline,
+    baseline_dir: pathlib.Path,
+    config: ml_collections.ConfigDict | None = None,
+) -> Hierarchy:
+    """Phase 2: the baseline's validation confusion -> macro classes (config.leak) and figures.
+
+    Spectral clustering uses the pipeline's seed (one hierarchy shared by every LEAK seed); a
+    random grouping draws one partition per run seed.
+    """
+    config = config or pipe.config
+    path = hierarchy_path(pipe, baseline_dir, config)
+    if path.exists():
+        return Hierarchy.load(path)
+    label_space = pipe.data.label_space
+    confusion = label_space.micro_confusion(validation_confusion(pipe, baseline_dir))
+    names = label_space.micro_names
+    hierarchy = group_classes(confusion, label_space, config, pipe.config.seed)
+    if jax.process_index() == 0:
+        stem = path.with_suffix("").name.replace("hierarchy", "")
+        out = pipe.workdir
+        plots.plot_confusion(confusion, names, hierarchy.order, out / f"confusion{stem}.png")
+        if hierarchy.conductance:
+            plots.plot_conductance(hierarchy, out / f"conductance{stem}.png")
+        plots.plot_dendrogram(hierarchy, out / f"dendrogram{stem}.png")
+        hierarchy.save(path)  # last: its existence means phase 2 is done
+    logger.info("hierarchy (%d macro classes): %s", hierarchy.num_macro, hierarchy.macro_names)
+    return hierarchy
+
+
+def group_classes(
+    confusion: np.ndarray,
+    label_space,
+    config: ml_collections.ConfigDict,
+    clustering_seed: int,
+) -> Hierarchy:
+    """The macro classes of config.leak.grouping from a micro confusion [m, m].
+
+    spectral: `discover_hierarchy` with config.leak.method ("bisection", the paper's; or "kway"
+    with k_max / criterion, seeded by `clustering_seed`); criterion "fixed" takes fixed_k macro
+    classes with either method; random: a random partition (seeded by config.seed) with the sizes
+    of that
+    spectral grouping (same criterion); a_priori: the label space's categories.
+    """
+    names = label_space.micro_names
+    leak = config.leak
+    fixed = leak.fixed_k if leak.criterion == "fixed" else None
+    options = {"class_names": names, "method": leak.method}
+    if leak.method == "kway":
+        options.update(
+            k_max=leak.k_max, seed=clustering_seed, criterion=leak.criterion, fixed_k=fixed
+        )
+    else:  # the paper's bisection: deterministic; criterion "fixed" fixes the number of macros
+        options.update(num_macro=fixed)
+    if leak.grouping == "spectral":
+        return discover(confusion, **options)
+    if leak.grouping == "a_priori":
+        if not label_space.categories:
+            raise ValueError(f"{label_space.name}: the label space has no a-priori categories")
+        return a_priori_grouping(names, label_space.categories)
+    if leak.grouping == "random":
+        found = discover(confusion, **options)
+        return random_grouping(found.micro_to_macro, seed=config.seed, class_names=names)
+    raise ValueError(f"config.leak.grouping={leak.grouping!r}: expected one of {GROUPINGS}")
+
+
+def train_leak(
+    pipe: Pipeline,
+    hierarchy: Hierarchy,
+    baseline_dir: pathlib.Path,
+    variant: Variant = Variant(),
+    seed: int | None = None,
+) -> pathlib.Path:
+    """Phase 3: trains a LEAK variant from scratch with the baseline's schedule (or fine-tunes
+    from the baseline when config.leak.finetune_from_baseline)."""
+    config = _seeded(variant.apply(pipe.config), seed)
+    run_dir = pipe.workdir / run_name(pipe, variant.name, seed)
+    init_from = str(baseline_dir / "checkpoints") if config.leak.finetune_from_baseline else None
+    metadata = {
+        "config": config.to_dict(),
+        "phase": "leak",
+        "variant": variant.name,
+        "hierarchy": json.loads(hierarchy.to_json()),
+    }
+    trainer.train(
+        config,
+        run_dir,
+        pipe.data,
+        pipe.mesh,
+        pipe.loss,
+        leak_settings=leak_settings(config, hierarchy),
+        metadata=metadata,
+        init_from=init_from,
+    )
+    return run_dir
+
+
+def write_report(
+    pipe: Pipeline,
+    hierarchy: Hierarchy,
+    baseline_dir: pathlib.Path,
+    leak_runs: dict[str, tuple[pathlib.Path, ml_collections.ConfigDict, Hierarchy]],
+) -> dict:
+    """Phase 4: evaluates the baseline and every LEAK run; report.md / report.json / curves.png.
+
+    `leak_runs` = {run name: (run dir, its config, its hierarchy)}. hIoU is computed through each
+    run's own hierarchy (the baseline through `hierarchy`).
+    """
+    label_space = pipe.data.label_space
+    runs = {
+        "baseline": report.run_metrics(
+            validation_confusion(pipe, baseline_dir), hierarchy, label_space
+        )
+    }
+    curves = {"baseline": _records(baseline_dir)}
+    for name, (run_dir, config, run_hierarchy) in leak_runs.items():
+        settings = leak_settings(config, run_hierarchy)
+        confusion = validation_confusion(pipe, run_dir, settings, config)
+        runs[name] = report.run_metrics(confusion, run_hierarchy, label_space)
+        curves[name] = _records(run_dir)
+    curves_name = None
+    if jax.process_index() == 0 and plots.plot_curves(curves, pipe.workdir / "curves.png"):
+        curves_name = "curves.png"
+    return report.write_report(
+        pipe.workdir,
+        runs,
+        hierarchy,
+        pipe.data.description,
+        extra={"train_steps": pipe.config.train.num_steps, "model": pipe.config.model.name},
+        label_space=label_space,
+        curves=curves_name,
+    )
+
+
+def _records(run_dir: pathlib.Path) -> list[dict]:
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
+    return read_jsonl(path) if path.exists() else []
+
+
+def run_pipeline(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    data_dir: str | None = None,
+    phases: Sequence[int] = ALL_PHASES,
+    baseline_checkpoint: str | None = None,
+    cache_dir: str | None = None,
+    variants: Sequence[Variant] = (Variant(),),
+    seeds: Sequence[int] | None = None,
+) -> dict | None:
+    """Runs the requested phases in order for every variant x seed; returns the report or None.
+
+    One baseline (the pipeline's seed) serves every LEAK run; `seeds` (default: config.seed)
+    are the LEAK runs' seeds.
+    """
+    unknown = set(phases) - set(ALL_PHASES)
+    if unknown:
+        raise ValueError(
+            f"--phases: unknown phases {sorted(unknown)}; expected a subset of 1,2,3,4"
+        )
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names) or "baseline" in names:
+        raise ValueError(f"variants: names must be distinct and not 'baseline', got {names}")
+    start = time.perf_counter()
+    pipe = setup(config, workdir, data_dir, cache_dir)
+    if baseline_checkpoint:
+        baseline_dir = pathlib.Path(baseline_checkpoint).absolute()
+    else:
+        baseline_dir = pipe.workdir / "baseline"
+    if 1 in phases:
+        baseline_dir = train_baseline(pipe, baseline_checkpoint=baseline_checkpoint)
+    seeds = [config.seed] if seeds is None else list(seeds)
+    leak_runs = {}
+    hierarchy = None
+    for variant in variants:
+        for seed in seeds:
+            run_config = _seeded(variant.apply(config), seed)
+            path = hierarchy_path(pipe, baseline_dir, run_config)
+            if 2 in phases:
+                run_hierarchy = discover_hierarchy(pipe, baseline_dir, run_config)
+            elif {3, 4} & set(phases):
+                if not path.exists():
+                    raise ValueError(
+                        f"{path}: phases 3 and 4 need phase 2's hierarchy; run phase 2 first"
+                    )
+                run_hierarchy = Hierarchy.load(path)
+            else:
+                continue
+            if hierarchy is None or path.name == "hierarchy.json":
+                hierarchy = run_hierarchy
+            name = run_name(pipe, variant.name, seed)
+            if 3 in phases:
+                train_leak(pipe, run_hierarchy, baseline_dir, variant, seed)
+            leak_runs[name] = (pipe.workdir / name, run_config, run_hierarchy)
+    result = None
+    if 4 in phases:
+        result = write_report(pipe, hierarchy, baseline_dir, leak_runs)
+    logger.info("phases %s done in %.1f s", ",".join(map(str, phases)), time.perf_counter() - start)
+    return result

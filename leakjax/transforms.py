@@ -1,0 +1,64 @@
+"""Per-model training transforms of host samples, named in the config (`build_transforms`).
+
+A transform maps one sample (a dict of numpy arrays, leakjax/train/batch.py) and that sample's own
+`np.random.Generator` (seeded by (seed, epoch, index) in leakjax/train/input_pipeline.py) to a new
+sample of the same spatial size. The config names them in order and gives their arguments:
+
+    config.data.transforms = ("cylinder3d_augment",)            # applied in this order
+    config.data.transform_kwargs.cylinder3d_augment = {...}       # optional; defaults as released
+
+`config.data.transforms = ()` trains without any. Registry (a plain dict, like `MODELS`):
+
+  cylinder3d_augment  Cylinder3D's released LiDAR augmentation (leakjax/augment.py): rotation about
+                      z, x/y flips, x-y scaling, translation; remission untouched.
+
+Models and datasets bring their own entries (RandLA-Net, range-image and image models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from leakjax.augment import AugmentConfig, augment_points
+
+Sample = dict[str, np.ndarray]
+Transform = Callable[[Sample, np.random.Generator], Sample]
+
+
+def cylinder3d_augment(**kwargs) -> Transform:
+    """Cylinder3D's released augmentation of `sample["points"]` [N, >=3] (AugmentConfig kwargs)."""
+    if "scale_range" in kwargs:
+        kwargs["scale_range"] = tuple(kwargs["scale_range"])
+    config = AugmentConfig(**kwargs)
+
+    def transform(sample: Sample, rng: np.random.Generator) -> Sample:
+        return {**sample, "points": augment_points(sample["points"], rng, config)}
+
+    return transform
+
+
+TRANSFORMS: dict[str, Callable[..., Transform]] = {
+    "cylinder3d_augment": cylinder3d_augment,
+}
+
+
+def build_transforms(
+    names: Sequence[str], kwargs: Mapping[str, Mapping] | None = None
+) -> list[Transform]:
+    """The transforms `names` (in order) with their arguments `kwargs[name]` (default: none)."""
+    kwargs = dict(kwargs or {})
+    unknown = [name for name in list(names) + list(kwargs) if name not in TRANSFORMS]
+    if unknown:
+        raise ValueError(f"config.data.transforms: unknown {unknown}; known: {sorted(TRANSFORMS)}")
+    return [TRANSFORMS[name](**dict(kwargs.get(name, {}))) for name in names]
+
+
+def apply_transforms(
+    sample: Sample, transforms: Sequence[Transform], rng: np.random.Generator
+) -> Sample:
+    """Applies `transforms` in order with one generator (the sample's)."""
+    for transform in transforms:
+        sample = transform(sample, rng)
+    return sample
