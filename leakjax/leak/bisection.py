@@ -1,4 +1,6 @@
-"""The paper's hierarchy: recursive spectral bisection of the confusion graph (docs/leak_method.md, 1).
+"""The paper's hierarchy: recursive spectral bisection of the confusion graph.
+
+docs/leak_method.md, section 1.
 
 The paper: spectral clustering "progressively subdivides the network in two clusters until the
 optimal number of communities is reached. This number is estimated a priori thanks to the graph

@@ -1,6 +1,7 @@
 """Hierarchy from mistakes: micro -> macro classes by spectral clustering of a confusion matrix.
 
-Runs on the host (numpy / scipy / scikit-learn) between training phases (docs/leak_method.md, section 1):
+Runs on the host (numpy / scipy / scikit-learn) between training phases (docs/leak_method.md,
+section 1):
 
   1. A = the row-normalised confusion (A_ij = P(pred = j | gt = i)), rows ground truth.
   2. W = (A + A^T) / 2 with a zero diagonal (**choice**: the paper uses A as the edge weights of a
@@ -26,7 +27,8 @@ Then one of two methods (`discover_hierarchy(method=...)`):
            the first one, while the ratio singles out the first jump. On the 50 planted confusion
            matrices of tests/test_leak_hierarchy.py (`planted_report`) it picks the planted k in
            48 cases, the absolute step in 33;
-       "largest_increase": docs/leak_method.md's literal **choice**, the k before the largest absolute
+       "largest_increase": docs/leak_method.md's literal **choice**, the k before the largest
+       absolute
            increase c(k+1) - c(k);
        "first_local_minimum": the paper's literal wording, the first k whose successor is higher;
        "eigengap": argmax_k (lambda_{k+1} - lambda_k) of the normalised Laplacian of W;
