@@ -227,6 +227,7 @@ def run_worker(init_size: int, mode: str, reps: int, azimuth_steps: int) -> dict
             prototypes={},
             opt_state=optimizer.init(variables["params"]),
         )
+        state = jax.device_put(state, mesh_lib.replicated_sharding(mesh))
 
         def step(state, batch):
             state, metrics = train_step(state, batch)

@@ -102,11 +102,10 @@ class LabelSpace:
 
     def is_scored(self, labels):
         """bool, shape of `labels`: a label id of a micro class (in range and not ignored)."""
-        xp = jnp if not isinstance(labels, np.ndarray) else np
         scored = (labels >= 0) & (labels < self.num_classes)
         if self.ignore_in_range is not None:
             scored = scored & (labels != self.ignore_in_range)
-        return xp.asarray(scored)
+        return scored
 
     def micro_labels(self, labels, valid=None):
         """Label ids -> (micro ids int32, valid bool), same shape (jnp or numpy, as given).

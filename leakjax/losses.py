@@ -82,11 +82,14 @@ def cross_entropy(
     valid: jax.Array,
     weights: jax.Array | np.ndarray | None = None,
     ignore_index: int | None = None,
+    reduction: str = "weighted_mean",
 ) -> jax.Array:
     """Masked, optionally class-weighted softmax cross-entropy (nats).
 
-    Reduction follows the usual weighted-mean convention (PyTorch's `CrossEntropyLoss(weight=w)`):
-    sum_i w_{y_i} * nll_i / sum_i w_{y_i} over valid entries; 0 when nothing is valid.
+    `reduction` "weighted_mean" follows PyTorch's `CrossEntropyLoss(weight=w)`:
+    sum_i w_{y_i} * nll_i / sum_i w_{y_i} over valid entries; "mean" divides the same sum by the
+    number of valid entries instead (RandLA-Net's released `reduce_mean` of weighted losses).
+    0 when nothing is valid.
 
     Args:
       logits: [..., C] float.
@@ -94,6 +97,7 @@ def cross_entropy(
       valid: [...] bool.
       weights: optional [C] class weights (`class_weights`).
       ignore_index: optional class id that is never counted.
+      reduction: "weighted_mean" (default) or "mean" (see above).
     """
     valid = _mask(labels, valid, ignore_index)
     num_classes = logits.shape[-1]
@@ -107,7 +111,9 @@ def cross_entropy(
         if weights.shape != (num_classes,):
             raise ValueError(f"weights: expected shape ({num_classes},), got {weights.shape}")
         point_weight = jnp.where(valid, weights[safe_labels], 0.0)
-    denom = point_weight.sum()
+    if reduction not in ("weighted_mean", "mean"):
+        raise ValueError(f"reduction: {reduction!r} not in ('weighted_mean', 'mean')")
+    denom = point_weight.sum() if reduction == "weighted_mean" else valid.sum().astype(jnp.float32)
     return jnp.where(denom > 0, (point_weight * nll).sum() / jnp.maximum(denom, 1e-12), 0.0)
 
 

@@ -7,10 +7,15 @@ sample of the same spatial size. The config names them in order and gives their 
     config.data.transforms = ("cylinder3d_augment",)            # applied in this order
     config.data.transform_kwargs.cylinder3d_augment = {...}       # optional; defaults as released
 
-`config.data.transforms = ()` trains without any. Registry (a plain dict, like `MODELS`):
+`config.data.transforms = ()` trains without any. A transform that changes the sample's size
+(a crop) says so with an `output_size(size) -> size` attribute, so the input pipeline can choose a
+batch's capacity bucket before loading the samples (each process loads only its own share).
+Registry (a plain dict, like `MODELS`):
 
   cylinder3d_augment  Cylinder3D's released LiDAR augmentation (leakjax/augment.py): rotation about
                       z, x/y flips, x-y scaling, translation; remission untouched.
+  randla_crop         RandLA-Net's released training crop: a random centre point and its
+                      `num_points` nearest points (all points if fewer), in random order.
 
 Models and datasets bring their own entries (RandLA-Net, range-image and image models).
 """
@@ -39,9 +44,39 @@ def cylinder3d_augment(**kwargs) -> Transform:
     return transform
 
 
+def randla_crop(num_points: int) -> Transform:
+    """The released crop: centre = a uniformly drawn point, the `num_points` points nearest to it
+    in 3-D (every point when the sample has fewer), shuffled; every per-point field alike."""
+    if num_points < 1:
+        raise ValueError(f"randla_crop: num_points {num_points} must be >= 1")
+
+    def transform(sample: Sample, rng: np.random.Generator) -> Sample:
+        xyz = np.asarray(sample["points"])[:, :3]
+        count = len(xyz)
+        centre = xyz[rng.integers(count)] if count else np.zeros(3)
+        if count > num_points:
+            distance = np.sum((xyz - centre) ** 2, axis=1)
+            keep = np.argpartition(distance, num_points - 1)[:num_points]
+        else:
+            keep = np.arange(count)
+        keep = keep[rng.permutation(len(keep))]
+        return {key: np.asarray(value)[keep] for key, value in sample.items()}
+
+    transform.output_size = lambda size: (min(int(size[0]), num_points),)
+    return transform
+
+
 TRANSFORMS: dict[str, Callable[..., Transform]] = {
     "cylinder3d_augment": cylinder3d_augment,
+    "randla_crop": randla_crop,
 }
+
+
+def output_size(transforms: Sequence[Transform], size: tuple[int, ...]) -> tuple[int, ...]:
+    """The sample size after `transforms` (each keeps it unless it has an `output_size`)."""
+    for transform in transforms:
+        size = tuple(getattr(transform, "output_size", lambda s: s)(size))
+    return size
 
 
 def build_transforms(

@@ -227,6 +227,10 @@ def test_gradients_finite_and_overfit_one_scan(setup):
         prototypes={},
         opt_state=optimizer.init(variables["params"]),
     )
+    # placed as the step's outputs are, so the step compiles once (not again at step 2)
+    state = jax.device_put(
+        state, mesh_lib.replicated_sharding(mesh_lib.make_data_mesh(jax.devices()[:1]))
+    )
     history = []
     for step in range(50):
         state, metrics = train_step(state, batch)

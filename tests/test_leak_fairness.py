@@ -13,16 +13,22 @@ from leakjax.leak import fairness_loss
 MICRO_TO_MACRO = np.array([0, 0, 0, 1, 1, 2])
 
 
-def numpy_fairness(probs, labels, valid, micro_to_macro):
-    """The definition, by loops: ybar_c per present class, Jain's index per macro class."""
+def numpy_fairness(probs, labels, valid, micro_to_macro, singletons="skip"):
+    """The definition, by loops: ybar_c per present class, Jain's index per macro class; with
+    "skip" only macro classes with at least two present members count."""
     per_macro = {}
     for c in range(probs.shape[1]):
         rows = valid & (labels == c)
         if rows.any():
             ybar = probs[rows].mean(axis=0)[c]
             per_macro.setdefault(micro_to_macro[c], []).append(ybar)
-    losses = [1 - sum(y) ** 2 / (len(y) * sum(v * v for v in y)) for y in per_macro.values()]
-    return np.mean(losses)
+    smallest = 2 if singletons == "skip" else 1
+    losses = [
+        1 - sum(y) ** 2 / (len(y) * sum(v * v for v in y))
+        for y in per_macro.values()
+        if len(y) >= smallest
+    ]
+    return np.mean(losses) if losses else 0.0
 
 
 def test_fairness_by_hand():
@@ -45,8 +51,12 @@ def test_fairness_by_hand():
     got = fairness_loss(probs, labels, valid, MICRO_TO_MACRO)
     assert float(got) == pytest.approx(expected, rel=1e-6)
     assert float(got) == pytest.approx(numpy_fairness(probs, labels, valid, MICRO_TO_MACRO), 1e-6)
-    # a macro class with one present member is perfectly fair: J = 1
-    single = fairness_loss(probs, labels, valid & (labels != 1), MICRO_TO_MACRO)
+    # a macro class with one present member is perfectly fair (J = 1): skipped by default,
+    # counted in the mean with singletons="count"
+    single_valid = valid & (labels != 1)
+    single = fairness_loss(probs, labels, single_valid, MICRO_TO_MACRO)
+    assert float(single) == pytest.approx(1 - 0.49 / 0.58, rel=1e-6)
+    single = fairness_loss(probs, labels, single_valid, MICRO_TO_MACRO, singletons="count")
     assert float(single) == pytest.approx((0 + (1 - 0.49 / 0.58)) / 2, rel=1e-6)
     assert float(fairness_loss(probs, labels, np.zeros(6, bool), MICRO_TO_MACRO)) == 0.0
 
@@ -57,10 +67,16 @@ def test_fairness_on_batched_input_matches_loops():
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     labels = rng.integers(0, 6, (2, 50))
     valid = rng.random((2, 50)) < 0.8
-    loss = jax.jit(lambda p, y, v: fairness_loss(p, y, v, MICRO_TO_MACRO))
-    got = loss(probs.astype(np.float32), labels, valid)
-    expected = numpy_fairness(probs.reshape(-1, 6), labels.ravel(), valid.ravel(), MICRO_TO_MACRO)
-    assert float(got) == pytest.approx(expected, rel=1e-5)
+    flat = probs.reshape(-1, 6), labels.ravel(), valid.ravel(), MICRO_TO_MACRO
+    # macro class 2 = {5} is always a singleton here: "skip" and "count" differ
+    for singletons in ("skip", "count"):
+        loss = jax.jit(
+            lambda p, y, v, s=singletons: fairness_loss(p, y, v, MICRO_TO_MACRO, singletons=s)
+        )
+        got = loss(probs.astype(np.float32), labels, valid)
+        expected = numpy_fairness(*flat, singletons=singletons)
+        assert float(got) == pytest.approx(expected, rel=1e-5)
+    assert numpy_fairness(*flat, "skip") > numpy_fairness(*flat, "count")
 
 
 def test_fairness_gradient_equals_finite_differences():

@@ -71,9 +71,15 @@ def test_zero_lambdas_give_the_base_loss_and_defaults_are_documented():
     assert float(total) == float(terms["loss_model"])
     assert float(terms["loss_model"]) == pytest.approx(float(cross_entropy(logits, labels, valid)))
     defaults = LeakConfig()
+    # 1.28 per channel = the earlier 0.01 on the channel-summed distance at D = 128 (objective.py)
     assert (defaults.lambda_micro, defaults.lambda_macro, defaults.lambda_fairness) == (
-        0.01,
-        0.01,
+        0.01 * 128,
+        0.01 * 128,
         1.0,
     )
     assert defaults.prototype_distance == "l1" and not defaults.fairness_detach
+    assert (defaults.prototype_normalization, defaults.prototype_normalizer) == (
+        "per_channel",
+        "per_class",
+    )
+    assert (defaults.fairness_mode, defaults.fairness_singletons) == ("jain_loss", "skip")

@@ -138,11 +138,19 @@ def test_prototype_loss_by_hand():
     valid = np.array([True, True, True, True, False])  # class 1 only in padding: not present
     means = np.array([[1.0, 1.0], [100.0, 100.0], [1.0, 0.0]], np.float32)
     # class 0: |0|+|1| = 1 and |2|+|2| = 4 -> 2.5; class 2: |-1|+|0| = 1 and |4|+|5| = 9 -> 5.
-    assert float(prototype_loss(feats, labels, valid, means)) == pytest.approx((2.5 + 5.0) / 2)
-    # l2_channel: class 0 channels sqrt(0+4)=2, sqrt(1+4)=sqrt5; class 2 sqrt(1+16), sqrt(0+25)=5
+    summed = prototype_loss(feats, labels, valid, means, normalization="sum")
+    assert float(summed) == pytest.approx((2.5 + 5.0) / 2)
+    # per channel (the default): the same divided by D = 2
+    assert float(prototype_loss(feats, labels, valid, means)) == pytest.approx((2.5 + 5.0) / 4)
+    # l2_channel_per_class: class 0 channels sqrt(0+4)=2, sqrt(1+4)=sqrt5; class 2 sqrt(1+16),
+    # sqrt(0+25)=5; mean over channels, then over classes
     expected = ((2 + np.sqrt(5)) / 2 + (np.sqrt(17) + 5) / 2) / 2
-    got = prototype_loss(feats, labels, valid, means, distance="l2_channel")
+    got = prototype_loss(feats, labels, valid, means, distance="l2_channel_per_class")
     assert float(got) == pytest.approx(expected, rel=1e-6)
+    # l2_channel (the authors' snapshot): residuals (0,1), (2,-2), (-1,0), (4,5) pooled over
+    # classes: channel 0 sqrt(0+4+1+16) = sqrt21, channel 1 sqrt(1+4+0+25) = sqrt30; their mean
+    got = prototype_loss(feats, labels, valid, means, distance="l2_channel")
+    assert float(got) == pytest.approx((np.sqrt(21) + np.sqrt(30)) / 2, rel=1e-6)
     assert float(prototype_loss(feats, labels, np.zeros(5, bool), means)) == 0.0
 
 
@@ -152,8 +160,9 @@ def test_prototype_loss_gradient_flows_to_features_only():
     valid = np.ones(3, bool)
     means = np.array([[2.0, 1.5], [0.0, 1.0]], np.float32)
     grad_feats, grad_means = jax.grad(prototype_loss, argnums=(0, 3))(feats, labels, valid, means)
-    # d/dphi of mean_c mean_{i in c} |phi_i - Gamma_c|_1 = sign(phi_i - Gamma_c) / (n_c * 2 classes)
-    expected = np.sign(feats - means[labels]) / (np.array([2, 2, 1])[:, None] * 2)
+    # d/dphi of mean_c mean_{i in c} |phi_i - Gamma_c|_1 / D
+    #   = sign(phi_i - Gamma_c) / (n_c * 2 classes * D = 2 channels)
+    expected = np.sign(feats - means[labels]) / (np.array([2, 2, 1])[:, None] * 2 * 2)
     np.testing.assert_allclose(np.asarray(grad_feats), expected)
     assert not np.any(np.asarray(grad_means))  # prototypes are constants (stop-gradient)
 

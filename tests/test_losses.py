@@ -123,3 +123,56 @@ def test_lovasz_on_an_explicit_axis_mesh_matches_one_device():
     got_loss, got_grad = run_batch_sharded(step, logits, labels, valid)
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
     np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_cylinder3d_loss_presets_against_hand_computation():
+    """The model's L0 presets through the trainer's loss_settings and the step's model_loss:
+    "released" = voxel CE + Lovasz, "paper" = Lovasz on voxels + inverse-frequency CE on the
+    point logits (CE written out in numpy here)."""
+    from datasets.semantic_kitti.labels import LABEL_SPACE
+    from experiments.configs.semkitti import get_config
+    from leakjax.train import trainer
+    from leakjax.train.batch import point_cloud_spec
+    from leakjax.train.steps import model_loss
+
+    rng = np.random.default_rng(0)
+    voxel_logits = rng.normal(size=(1, 30, 20)).astype(np.float32)
+    voxel_labels = rng.integers(0, 20, size=(1, 30)).astype(np.int32)
+    point_logits = rng.normal(size=(1, 50, 20)).astype(np.float32)
+    point_labels = rng.integers(0, 20, size=(1, 50)).astype(np.int32)
+    aux = {
+        "loss_logits": voxel_logits,
+        "loss_labels": voxel_labels,
+        "loss_mask": np.ones((1, 30), bool),
+    }
+    batch = {"labels": point_labels, "point_mask": np.arange(50)[None] < 45}
+    counts = np.arange(20, dtype=np.int64) * 10 + 5
+
+    def nll(logits, labels):
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        return -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+
+    lovasz = float(
+        lovasz_softmax(jax.nn.softmax(voxel_logits, -1), voxel_labels, voxel_labels != 0)
+    )
+    config = get_config("smoke")
+    spec = point_cloud_spec(4)
+    for preset in ("released", "paper"):
+        config.loss.preset = preset
+        settings = trainer.loss_settings(config, LABEL_SPACE, counts)
+        got = float(model_loss(point_logits, batch, aux, settings, LABEL_SPACE, spec))
+        if preset == "released":
+            keep = voxel_labels != 0
+            want = nll(voxel_logits, voxel_labels)[keep].mean() + lovasz
+        else:
+            keep = batch["point_mask"] & (point_labels != 0)
+            freq = counts[1:] / counts[1:].sum()
+            weights = np.concatenate([[0.0], 1.0 / freq])
+            weights[1:] /= weights[1:].mean()
+            w = weights[point_labels][keep]
+            want = lovasz + (w * nll(point_logits, point_labels)[keep]).sum() / w.sum()
+        assert got == pytest.approx(want, rel=1e-5), preset
+    config.loss.preset = "unknown"
+    with pytest.raises(ValueError, match="declares"):
+        trainer.loss_settings(config, LABEL_SPACE, counts)

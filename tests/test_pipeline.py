@@ -75,13 +75,24 @@ def test_all_phases_write_their_outputs(smoke_run):
         assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
         train_records = [r for r in records if "loss" in r]
         assert train_records[-1]["step"] == config.train.num_steps
-        assert ("loss_fairness" in train_records[-1]) == (run == "leak")
+        assert "loss_fairness" in train_records[-1]
+        if run == "baseline":  # prototypes tracked, LEAK's terms weightless: loss = L0
+            assert all(r["loss"] == r["loss_model"] for r in train_records)
+        else:
+            assert any(r["loss"] > r["loss_model"] for r in train_records)
         # validation during training: every eval_every steps, per-class IoU included
         val_steps = [r["step"] for r in records if "val_miou" in r]
         assert val_steps == list(range(3, config.train.num_steps + 1, config.train.eval_every))
         assert "val_iou/car" in next(r for r in records if "val_miou" in r)
     markdown = (workdir / "report.md").read_text()
     assert "| miou |" in markdown and "| hiou |" in markdown and "curves.png" in markdown
+    assert "Tab. VI" in markdown and "Tab. VII" in markdown and "| hiou_shared |" in markdown
+    for run in ("baseline", "leak"):
+        geometry = report["runs"][run]["geometry"]
+        assert set(geometry) == {"theta_gamma", "ccd", "pd", "pcd"}
+        assert all(np.isfinite(v) and v >= 0 for v in geometry.values())
+    # the LEAK run's own grouping is the shared one here
+    assert report["runs"]["leak"]["hiou_shared"] == report["runs"]["leak"]["hiou"]
 
 
 def test_leak_checkpoint_carries_the_hierarchy(smoke_run, cache_dir):
@@ -102,7 +113,12 @@ def test_evaluation_matches_a_per_scan_numpy_count(smoke_run, cache_dir):
     """The sharded, padded, batched evaluation equals predicting each scan alone and counting."""
     config, workdir, _ = smoke_run
     pipe = pipeline.setup(config, workdir, cache_dir=str(cache_dir))
-    model, state, _ = trainer.load_state(config, workdir / "baseline", pipe.mesh, pipe.data)
+    tracking = pipeline.phases.baseline_settings(config, 19)
+    model, state, _ = trainer.load_state(
+        config, workdir / "baseline", pipe.mesh, pipe.data, tracking
+    )
+    # the baseline tracked its micro prototypes (Tab. VI) without using them
+    assert np.asarray(state.prototypes["micro_counts"]).sum() > 0
     cached = np.load(workdir / "baseline" / f"val_confusion_step{config.train.num_steps}.npy")
     expected = np.zeros((20, 20), np.int64)
     apply = jax.jit(lambda variables, batch: model.apply(variables, batch, train=False)[0])
@@ -230,3 +246,19 @@ def trainer_metadata(run_dir: pathlib.Path) -> dict:
         return checkpointer.restore_metadata()["config"]
     finally:
         checkpointer.close()
+
+
+def test_randla_variant_scores_every_validation_point(tmp_path, cache_dir):
+    """The RandLA-Net variant of the main command (crops in training, whole scans in evaluation):
+    all four phases, and the validation confusion counts every labelled point of every scan."""
+    config = semkitti_configs.get_config("randla_smoke")
+    workdir = tmp_path / "randla"
+    result = pipeline.run_pipeline(config, workdir, cache_dir=str(cache_dir))
+    assert list(result["runs"]) == ["baseline", "leak"]
+    data = pipeline.setup(config, workdir, cache_dir=str(cache_dir)).data
+    labelled = sum(
+        int(np.sum(data.validation[i]["labels"] != 0)) for i in range(len(data.validation))
+    )
+    for run in ("baseline", "leak"):
+        assert result["runs"][run]["num_labelled"] == labelled
+        assert result["runs"][run]["geometry"]["pd"] > 0

@@ -197,3 +197,34 @@ def test_prefetch_keeps_order_and_raises_errors():
     assert next(got) == 1
     with pytest.raises(ValueError, match="bad scan file"):
         next(got)
+
+
+def test_randla_crop_keeps_the_nearest_points_of_a_scan_point_and_sizes_the_bucket(source):
+    """randla_crop: the kept points are exactly the num_points nearest (brute force) to one of the
+    scan's points, labels travel with their points, and the batch bucket is chosen from the
+    declared output size before any sample is loaded."""
+    crop = build_transforms(["randla_crop"], {"randla_crop": {"num_points": 32}})
+    sample = source[0]
+    out = crop[0](sample, np.random.default_rng(3))
+    assert out["points"].shape == (32, 4) and out["labels"].shape == (32,)
+    rows = {tuple(r) for r in out["points"].tolist()}
+    pairs = {
+        (tuple(p), int(label)) for p, label in zip(sample["points"].tolist(), sample["labels"])
+    }
+    assert {
+        (tuple(p), int(label)) for p, label in zip(out["points"].tolist(), out["labels"])
+    } <= pairs
+    xyz = sample["points"][:, :3]
+    matches = []
+    for centre in xyz:
+        nearest = np.argsort(np.sum((xyz - centre) ** 2, axis=1), kind="stable")[:32]
+        matches.append({tuple(r) for r in sample["points"][nearest].tolist()} == rows)
+    assert any(matches)
+    small = {k: v[:10] for k, v in sample.items()}
+    assert len(crop[0](small, np.random.default_rng(0))["points"]) == 10  # fewer: all kept
+    batch = next(
+        input_pipeline.train_batches(
+            source, SPEC, 4, seed=0, start_step=0, buckets=[32, 96], transforms=crop
+        )
+    )
+    assert batch["points"].shape[1] == 32 and batch["point_mask"].all()

@@ -21,9 +21,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from datasets.semantic_kitti.io import load_scan
+from datasets.semantic_kitti.labels import LABEL_SPACE
 from datasets.semantic_kitti.layout import SPLITS, list_scan_label_pairs, load_pair, sequence_name
+from leakjax.train.batch import pad_batch, point_cloud_spec
 
 ARRAY_RECORD = "array_record"
+_SPEC = point_cloud_spec(4)  # points float32 [P, 4], labels int32 [P], point_mask
 
 
 @dataclasses.dataclass
@@ -122,15 +125,10 @@ class PadToCapacity(grain.transforms.Map):
                 f"scan {int(example['sequence']):02d}/{int(example['scan_index']):06d} has "
                 f"{num_points} points, more than the capacity {self.capacity}"
             )
-        points = np.zeros((self.capacity, 4), np.float32)  # [P, 4]
-        labels = np.zeros(self.capacity, np.int32)  # [P]
-        points[:num_points] = example["points"]
-        labels[:num_points] = example["labels"]
-        return {
-            "points": points,
-            "point_mask": np.arange(self.capacity) < num_points,  # [P]
-            "labels": labels,
-        }
+        sample = {"points": example["points"], "labels": example["labels"]}
+        # the trainer's padding (leakjax/train/batch.py), one sample at a time; grain batches
+        padded = pad_batch([sample], self.capacity, _SPEC, LABEL_SPACE.no_label)
+        return {key: value[0] for key, value in padded.items()}
 
 
 def grain_batches(

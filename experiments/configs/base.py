@@ -46,19 +46,28 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"  # adam | adamw | sgd
     config.optimizer.learning_rate = 1e-3
-    config.optimizer.schedule = "constant"  # constant | poly | cosine
+    config.optimizer.schedule = "constant"  # constant | poly | cosine | exponential
     config.optimizer.warmup_steps = 0
     config.optimizer.poly_power = 0.95
     config.optimizer.end_learning_rate_factor = 0.0
+    # exponential: lr x decay_rate every decay_every_steps (RandLA-Net: x0.95 per epoch)
+    config.optimizer.decay_rate = 0.95
+    config.optimizer.decay_every_steps = 1000
     config.optimizer.weight_decay = 0.0
     config.optimizer.momentum = 0.9  # sgd only
     config.optimizer.grad_clip_norm = 0.0
 
     config.loss = ml_collections.ConfigDict()
+    # A named L0 preset the model declares (e.g. Cylinder3D's "released" / "paper",
+    # leakjax/models/cylinder3d.py LOSS_PRESETS) replaces the fields below; "" uses them as given.
+    config.loss.preset = ""
+    config.loss.ce_weight = 1.0  # cross-entropy on the loss logits (voxels for Cylinder3D)
     config.loss.ce_weighting = "none"  # none | inverse | salsanext | randla (leakjax.losses)
+    config.loss.ce_reduction = "weighted_mean"  # or "mean": / entries (RandLA-Net as released)
     config.loss.lovasz_weight = 1.0  # Cylinder3D as released: CE + Lovasz-softmax
-    # Extra CE on the per-point logits: set it with model.kwargs.point_refinement=True.
+    # Extra CE on the per-point output logits (Cylinder3D: with model.kwargs.point_refinement).
     config.loss.point_ce_weight = 0.0
+    config.loss.point_ce_weighting = "none"
 
     config.leak = ml_collections.ConfigDict()
     config.leak.grouping = "spectral"  # spectral | random | a_priori
@@ -69,13 +78,31 @@ def base_config() -> ml_collections.ConfigDict:
     config.leak.k_max = 8
     config.leak.criterion = "largest_relative_increase"
     config.leak.fixed_k = 0
-    # Defaults of leakjax.leak.LeakConfig (how they were set: leakjax/leak/objective.py).
-    config.leak.lambda_micro = 0.01
-    config.leak.lambda_macro = 0.01
+    # Defaults of leakjax.leak.LeakConfig (how they were set: leakjax/leak/objective.py). The
+    # prototype lambdas weigh the distance per channel, so they mean the same at any feature width
+    # (1.28 = the earlier 0.01 on the channel-summed distance at the default run's D = 128).
+    config.leak.lambda_micro = 1.28
+    config.leak.lambda_macro = 1.28
     config.leak.lambda_fairness = 1.0
-    config.leak.fairness_detach = False
-    config.leak.prototype_distance = "l1"  # the paper; "l2_channel" = the authors' snapshot
+    config.leak.fairness_detach = False  # True: the authors' snapshot (no gradient from L_F)
+    # l1: the paper; l2_channel: the authors' snapshot (per-channel L2 over all features pooled);
+    # l2_channel_per_class: the same per class, then the mean over classes (leak/prototypes.py).
+    config.leak.prototype_distance = "l1"
+    # per_channel: the distance divided by the D channels; sum: summed (then divide lambdas by D).
+    config.leak.prototype_normalization = "per_channel"
+    # Eq. (2)'s average: per_class (per class, then over present classes) | per_feature (all).
+    config.leak.prototype_normalizer = "per_class"
+    # jain_loss: the paper's 1 - J; fair_weighted_ce: per-class CE weights from the within-macro
+    # confidences, recomputed each step (our reading of the prose; leakjax/leak/fairness.py).
+    config.leak.fairness_mode = "jain_loss"
+    # skip: macro classes with < 2 members present in the batch do not count; count: they do.
+    config.leak.fairness_singletons = "skip"
     config.leak.finetune_from_baseline = False  # the paper retrains from scratch
+    # Track micro prototypes (no loss) while training the baseline, so Tab. VI's PD / PCD exist for
+    # it too; the baseline's parameters are unchanged (its LEAK weights are 0).
+    config.leak.track_prototypes_in_baseline = True
+    # Tab. VI geometry from a uniform sample of at most this many validation features per class.
+    config.leak.geometry_max_per_class = 2000
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 2  # global (all devices); a multiple of the device count

@@ -8,14 +8,15 @@ Labels everywhere are dense micro-class ids 0..m-1 (the ignored label excluded) 
                   profile's local minima, the tree of splits (the dendrogram)
   grouping.py     Hierarchy (+ JSON), random / a_priori / given ablation groupings
   prototypes.py   update_prototypes, prototype_loss, PrototypeBank (collection "prototypes")
-  fairness.py     fairness_loss (Jain's index within macro classes)
+  fairness.py     fairness_loss (Jain's index within macro classes), fair_class_weights (the
+                  fair_weighted_ce mode's per-class cross-entropy weights)
   objective.py    LeakConfig, LeakSettings, leak_objective (LEAK's terms from a model's aux),
                   combine_objective
   propagation.py  labels at feature resolution (voxel majority, kept points, nearest image)
   geometry.py     feature_geometry (Theta_Gamma, CCD, PD, PCD)
 """
 
-from leakjax.leak.fairness import fairness_loss
+from leakjax.leak.fairness import fair_class_weights, fairness_loss
 from leakjax.leak.geometry import feature_geometry
 from leakjax.leak.grouping import (
     Hierarchy,
@@ -40,6 +41,7 @@ __all__ = [
     "a_priori_grouping",
     "combine_objective",
     "discover_hierarchy",
+    "fair_class_weights",
     "fairness_loss",
     "feature_geometry",
     "given_grouping",

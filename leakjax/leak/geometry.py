@@ -5,15 +5,16 @@ mu_c and the running-mean prototypes Gamma_c:
 
   theta_gamma  mean pairwise angle (radians) between the prototypes of the classes that have one
                (prototype count > 0 when counts are given, else a non-zero prototype);
-  ccd          Class Center Distance: mean over classes present in the features of the mean
-               distance ||phi - mu_c|| of a class's features to their own mean;
+  ccd          Class Center Distance: mean distance ||phi - mu_c|| of the features to their own
+               class mean;
   pd           Prototype Distance: the same with Gamma_c in place of mu_c;
-  pcd          Proto-Center Distance: mean over present classes of ||mu_c - Gamma_c||.
+  pcd          Proto-Center Distance: mean of ||mu_c - Gamma_c||.
 
-**Choice** (the paper's formulas came through OCR damaged): distances are Euclidean (`norm="l2"`;
-"l1" available) and class-averaged, as docs/leak_method.md states; PD and PCD use only classes that
-are
-present in the features and have a prototype.
+Weighting (`weighting`): "point" (default) averages over features, the paper's 1/N in front of a
+sum over features (PCD: each class weighted by its number of features); "class" averages per class
+first, then over classes (every class counts once). **Choice** (the paper's formulas came through
+OCR damaged; docs/leak_method.md): Euclidean distances (`norm="l2"`; "l1" available); PD and PCD
+use only classes that are present in the features and have a prototype.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def feature_geometry(
     prototypes: np.ndarray,
     prototype_counts: np.ndarray | None = None,
     norm: str = "l2",
+    weighting: str = "point",
 ) -> dict[str, float]:
     """theta_gamma, ccd, pd, pcd (module docstring).
 
@@ -56,7 +58,10 @@ def feature_geometry(
       prototypes: [m, D] micro prototypes Gamma.
       prototype_counts: optional [m] counts k_c; a class has a prototype where k_c > 0.
       norm: "l2" (default) or "l1" distance.
+      weighting: "point" (default: averages over features) or "class" (module docstring).
     """
+    if weighting not in ("point", "class"):
+        raise ValueError(f"weighting: {weighting!r} not in ('point', 'class')")
     feats = np.asarray(feats, np.float64)
     feats = feats.reshape(-1, feats.shape[-1])
     labels = np.asarray(labels).reshape(-1)
@@ -84,10 +89,21 @@ def feature_geometry(
         labels, weights=_distance(feats - prototypes[labels], norm), minlength=num_classes
     )
     both = present & has_prototype
-    mean_over = lambda values, mask: float(values[mask].mean()) if mask.any() else float("nan")  # noqa: E731
+    # per-class means; "point" weights them by their feature counts (= a mean over features)
+    to_center, to_prototype = (
+        to_center / np.maximum(counts, 1),
+        to_prototype / np.maximum(counts, 1),
+    )
+    weights = counts.astype(np.float64) if weighting == "point" else np.ones(num_classes)
+
+    def mean_over(values: np.ndarray, mask: np.ndarray) -> float:
+        if not mask.any():
+            return float("nan")
+        return float(np.sum(values[mask] * weights[mask]) / np.sum(weights[mask]))
+
     return {
         "theta_gamma": mean_pairwise_angle(prototypes[has_prototype]),
-        "ccd": mean_over(to_center / np.maximum(counts, 1), present),
-        "pd": mean_over(to_prototype / np.maximum(counts, 1), both),
+        "ccd": mean_over(to_center, present),
+        "pd": mean_over(to_prototype, both),
         "pcd": mean_over(_distance(centers - prototypes, norm), both),
     }

@@ -2,21 +2,33 @@
 
 docs/leak_method.md, section 4. L0 is the backbone's own loss (leakjax/losses.py), L_micro /
 L_macro the micro / macro prototype alignment losses (prototypes.py), L_F the fairness loss
-(fairness.py). `leak_objective` computes LEAK's part from a model's `aux` (docs/model_api.md), the
-prototype bank, the hierarchy and the dataset's label space, in one model-agnostic call; the train
-step adds it to L0 (leakjax/train/steps.py). One name per quantity, from the config to the metrics:
+(fairness.py; with fairness_mode "fair_weighted_ce", lambda_fairness weighs the fairness-weighted
+cross-entropy "loss_fair_ce" instead, and "loss_fairness" = 1 - J is only reported).
+`leak_objective` computes LEAK's part from a model's `aux` (docs/model_api.md), the prototype bank,
+the hierarchy and the dataset's label space, in one model-agnostic call; the train step adds it to
+L0 (leakjax/train/steps.py). One name per quantity, from the config to the metrics:
 config.leak.lambda_micro -> LeakConfig.lambda_micro, and the metric "loss_micro" (likewise macro,
 fairness; "loss_model" is L0 and "loss" the total).
 
 Default lambdas: the paper gives no values ("tuned using a validation set"), so the defaults come
 from a magnitude-balancing argument, not from the paper:
-  * L_P is an L1 norm summed over D channels. Encoder features after BatchNorm + ReLU have
-    per-channel deviations of order 0.5, so early in training L_P ~ 0.5 D, i.e. 30-60 for the
-    usual D = 64-128; lambda_micro = lambda_macro = 0.01 brings each term to ~0.3-0.6, the order
-    of a mid-training cross-entropy (the paper notes that the prototype terms at first dominate CE
-    and delay mIoU, so we do not go higher). Rescale by 64 / D for much wider features.
+  * L_P is the L1 distance divided by the D channels (prototype_normalization "per_channel"), so
+    lambda_P means the same weight whatever the feature width. Encoder features after BatchNorm +
+    ReLU have per-channel deviations of order 0.5, so early in training L_P ~ 0.5, and a weight of
+    order 1 brings each term to the order of a mid-training cross-entropy (the paper notes that the
+    prototype terms at first dominate CE and delay mIoU, so we do not go higher). The exact value,
+    lambda_micro = lambda_macro = 1.28, is the earlier default re-expressed: 0.01 on the L1 distance
+    summed over channels at D = 128, the width of the default run's features (Cylinder3D with
+    init_size 8, bottleneck 16 * init_size; experiments/configs/semkitti.py), so the default run
+    keeps its effective weight exactly. With "per_channel" the `full` config (D = 512) gets the same
+    per-channel weight, which is 0.0025 in the old summed units (the old advice was to rescale
+    0.01 by 64 / D by hand). prototype_normalization "sum" restores the summed distance; then the
+    lambdas must be divided by D (0.01 at D = 128).
   * L_F lies in [0, 1 - 1/|C|) and is typically 0.05-0.3; lambda_fairness = 1 keeps it at the CE's
-    order.
+    order. Since macro classes with a single present member no longer count (fairness_singletons
+    "skip"), L_F is larger than the earlier code's on batches that have such macro classes, by the
+    factor (counted + skipped) / counted. In "fair_weighted_ce" mode, lambda_fairness = 1 adds a
+    second cross-entropy of L0's order.
 Ablations are lambdas set to 0 (prototypes only: lambda_fairness = 0; fairness only:
 lambda_micro = lambda_macro = 0).
 """
@@ -31,8 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from leakjax.label_space import LabelSpace
-from leakjax.leak.fairness import fairness_loss
-from leakjax.leak.prototypes import PrototypeBank
+from leakjax.leak.fairness import SINGLETONS, fair_class_weights, fairness_loss
+from leakjax.leak.prototypes import PrototypeBank, check_prototype_options
+from leakjax.losses import cross_entropy
+
+FAIRNESS_MODES = ("jain_loss", "fair_weighted_ce")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,16 +57,43 @@ class LeakConfig:
     Attributes:
       lambda_micro: weight of the micro prototype alignment loss L_micro.
       lambda_macro: weight of the macro prototype alignment loss L_macro.
-      lambda_fairness: lambda_F, weight of the fairness loss.
-      prototype_distance: "l1" (paper) or "l2_channel" (authors' unfinished code).
-      fairness_detach: True reproduces the authors' snapshot (no gradient from L_F).
+      lambda_fairness: lambda_F, weight of the fairness loss (of "loss_fair_ce" in
+        "fair_weighted_ce" mode).
+      prototype_distance: "l1" (paper), "l2_channel" (the authors' unfinished snapshot: per-channel
+        L2 over all features pooled) or "l2_channel_per_class" (the same per class; what
+        "l2_channel" meant earlier). leakjax/leak/prototypes.py.
+      prototype_normalization: "per_channel" (the distance divided by D: lambda_P independent of
+        the feature width) or "sum" (summed over channels, the earlier code).
+      prototype_normalizer: Eq. (2)'s average over the batch, "per_class" (mean per class, then
+        over present classes) or "per_feature" (mean over all valid features); "l1" only.
+      fairness_mode: "jain_loss" (the paper's equations: L_F = mean of 1 - J) or
+        "fair_weighted_ce" (our reading of the prose: per-class CE weights from the within-macro
+        confidences, recomputed each step; leakjax/leak/fairness.py).
+      fairness_singletons: "skip" (macro classes with fewer than two members present in the batch
+        do not count in L_F's mean) or "count" (the earlier code); "jain_loss" only.
+      fairness_detach: True reproduces the authors' snapshot (no gradient from L_F; "jain_loss").
     """
 
-    lambda_micro: float = 0.01
-    lambda_macro: float = 0.01
+    lambda_micro: float = 1.28
+    lambda_macro: float = 1.28
     lambda_fairness: float = 1.0
     prototype_distance: str = "l1"
+    prototype_normalization: str = "per_channel"
+    prototype_normalizer: str = "per_class"
+    fairness_mode: str = "jain_loss"
+    fairness_singletons: str = "skip"
     fairness_detach: bool = False
+
+    def __post_init__(self):
+        check_prototype_options(
+            self.prototype_distance, self.prototype_normalization, self.prototype_normalizer
+        )
+        if self.fairness_mode not in FAIRNESS_MODES:
+            raise ValueError(f"fairness_mode {self.fairness_mode!r} not in {FAIRNESS_MODES}")
+        if self.fairness_singletons not in SINGLETONS:
+            raise ValueError(
+                f"fairness_singletons {self.fairness_singletons!r} not in {SINGLETONS}"
+            )
 
 
 def combine_objective(
@@ -103,7 +145,12 @@ class LeakSettings:
 
     def prototype_bank(self, feature_dim: int) -> PrototypeBank:
         return PrototypeBank(
-            self.num_micro, self.num_macro, feature_dim, distance=self.objective.prototype_distance
+            self.num_micro,
+            self.num_macro,
+            feature_dim,
+            distance=self.objective.prototype_distance,
+            normalization=self.objective.prototype_normalization,
+            normalizer=self.objective.prototype_normalizer,
         )
 
     def init_prototypes(self, feature_dim: int) -> dict[str, jax.Array]:
@@ -135,8 +182,10 @@ def leak_objective(
       update: update the running means (training) or not.
 
     Returns:
-      (lambda-weighted sum of the LEAK terms, {"loss_micro", "loss_macro", "loss_fairness"}
-      unweighted, new prototypes, number of valid feature labels outside the micro classes).
+      (lambda-weighted sum of the LEAK terms, {"loss_micro", "loss_macro", "loss_fairness"} and in
+      "fair_weighted_ce" mode "loss_fair_ce" (the term lambda_fairness weighs there; then
+      "loss_fairness" is reported, stop-gradient, not added), all unweighted, new prototypes,
+      number of valid feature labels outside the micro classes).
     """
     if settings.num_micro != label_space.num_micro:
         raise ValueError(
@@ -176,16 +225,31 @@ def leak_objective(
         micro_to_macro,
         detach=config.fairness_detach,
         num_macro=settings.num_macro,
+        singletons=config.fairness_singletons,
     )
     terms = {
         "loss_micro": proto_losses["loss_micro"],
         "loss_macro": proto_losses["loss_macro"],
         "loss_fairness": fairness,
     }
+    fairness_term = fairness
+    if config.fairness_mode == "fair_weighted_ce":
+        micro_weights = fair_class_weights(
+            probs, loss_micro_labels, loss_valid, micro_to_macro, settings.num_macro
+        )
+        label_weights = jnp.zeros(logits.shape[-1], micro_weights.dtype)
+        label_weights = label_weights.at[label_space.scored_ids].set(micro_weights)
+        terms["loss_fairness"] = jax.lax.stop_gradient(fairness)  # reported only
+        terms["loss_fair_ce"] = cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            aux["loss_labels"].reshape(-1),
+            loss_valid,
+            label_weights,
+        )
+        fairness_term = terms["loss_fair_ce"]
     extra = (
         config.lambda_micro * terms["loss_micro"]
         + config.lambda_macro * terms["loss_macro"]
-        + config.lambda_fairness * terms["loss_fairness"]
+        + config.lambda_fairness * fairness_term
     )
-    label_errors = label_errors + proto_losses["num_out_of_range"]
     return extra, terms, updates["prototypes"], label_errors

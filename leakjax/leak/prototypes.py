@@ -19,12 +19,31 @@ up to 2**24 features per class, then rounding only perturbs a batch's weight by 
 int32 would overflow over a long SemanticKITTI training (~1e10 features per class) and int64 needs
 jax_enable_x64.
 
-Alignment loss, distance "l1" (the paper):
-    L = mean over classes c present in the batch of ( mean over phi in B_c of ||phi - Gamma_c||_1 )
-with ||.||_1 the sum over channels and Gamma stop-gradient (**choice**: per-class mean, then mean
-over present classes, so frequent classes do not dominate). Distance "l2_channel" is our reading of
-the authors' unfinished code: for each class and channel the L2 norm over the class's points of
-(phi - Gamma_c), averaged over channels, then the mean over present classes.
+Alignment loss, distance "l1" (the paper's Eq. (2); the normaliser is lost in the text version,
+so it is a switch):
+    d(phi, c)  = ||phi - Gamma_c||_1 / D         normalization "per_channel" (default)
+               = ||phi - Gamma_c||_1             normalization "sum" (the earlier code)
+    L = mean over classes c present in the batch of ( mean over phi in B_c of d(phi, c) )
+                                                 normalizer "per_class" (default, **choice**:
+                                                 frequent classes do not dominate)
+    L = (1 / |B|) sum over valid phi in B of d(phi, y_phi)
+                                                 normalizer "per_feature" (Eq. (2)'s 1/B read as
+                                                 the number of features: frequent classes weigh
+                                                 more)
+with Gamma stop-gradient. "per_channel" makes the loss, and so lambda_P, independent of the feature
+width D: the same lambda means the same weight at D = 64 and D = 512 (the mean absolute deviation
+per channel, ~0.5 for BatchNorm + ReLU features, whatever D).
+
+Distances "l2_channel" and "l2_channel_per_class" are L2 variants; the normalizer above does not
+apply to them (they define their own pooling; "per_feature" with them is an error):
+  * "l2_channel", the authors' unfinished snapshot (`torch.nanmean(torch.linalg.vector_norm(
+    phi - Gamma_y, dim=0, ord=2))`): for every channel the L2 norm over ALL valid features of the
+    batch, pooled across classes, of (phi - Gamma_{y_phi}); then the mean over channels
+    ("per_channel", which is the snapshot) or their sum ("sum"). Not divided by the number of
+    features, as in the snapshot: it grows like sqrt(|B|).
+  * "l2_channel_per_class", what "l2_channel" computed earlier: the same norm per class
+    (over the class's features only), mean (or sum) over channels, then the mean over present
+    classes.
 """
 
 from __future__ import annotations
@@ -35,7 +54,9 @@ import jax.numpy as jnp
 
 from leakjax.sharding import per_device_samples, take_table
 
-DISTANCES = ("l1", "l2_channel")
+DISTANCES = ("l1", "l2_channel", "l2_channel_per_class")
+NORMALIZATIONS = ("per_channel", "sum")  # over the D channels of one distance
+NORMALIZERS = ("per_class", "per_feature")  # Eq. (2): over the features of the batch
 
 
 def _flatten(feats: jax.Array, labels: jax.Array, valid: jax.Array):
@@ -90,12 +111,35 @@ def update_prototypes(
     return new_means, new_counts
 
 
+def check_prototype_options(distance: str, normalization: str, normalizer: str) -> None:
+    """Raises ValueError naming the accepted values (module docstring)."""
+    if distance not in DISTANCES:
+        raise ValueError(f"prototype distance {distance!r} not in {DISTANCES}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"prototype normalization {normalization!r} not in {NORMALIZATIONS}")
+    if normalizer not in NORMALIZERS:
+        raise ValueError(f"prototype normalizer {normalizer!r} not in {NORMALIZERS}")
+    if normalizer == "per_feature" and distance != "l1":
+        raise ValueError(
+            f"prototype normalizer 'per_feature' applies to the 'l1' distance only, not to "
+            f"{distance!r} (the L2 variants define their own pooling)"
+        )
+
+
+def _safe_sqrt(squares: jax.Array) -> jax.Array:
+    """sqrt with zero gradient at 0 (sqrt's derivative there is infinite)."""
+    positive = squares > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
+
+
 def prototype_loss(
     feats: jax.Array,
     labels: jax.Array,
     valid: jax.Array,
     means: jax.Array,
     distance: str = "l1",
+    normalization: str = "per_channel",
+    normalizer: str = "per_class",
 ) -> jax.Array:
     """Feature-to-prototype alignment loss (module docstring); 0 when no feature is valid.
 
@@ -104,14 +148,16 @@ def prototype_loss(
       labels: [N] or [...] class ids in [0, m) where valid.
       valid: [N] or [...] bool.
       means: [m, D] prototypes (treated as constants: stop-gradient).
-      distance: "l1" (the paper) or "l2_channel" (the authors' unfinished code, our reading).
+      distance: "l1" (the paper), "l2_channel" (the authors' snapshot: all features pooled) or
+        "l2_channel_per_class" (the same per class, then the mean over present classes).
+      normalization: "per_channel" (mean over the D channels) or "sum" (sum over them).
+      normalizer: "per_class" or "per_feature" (Eq. (2)'s average; "l1" only).
     """
-    if distance not in DISTANCES:
-        raise ValueError(f"distance: {distance!r} not in {DISTANCES}")
-    num_classes = means.shape[0]
+    check_prototype_options(distance, normalization, normalizer)
+    num_classes, dim = means.shape
 
     def local(batch, prototypes):
-        """Per-class counts [m] and sums [m] (l1) or [m, D] (l2_channel) of these entries."""
+        """Per-class counts [m] and the sums [m] (l1), [m, D] (l2 per class) or [D] (l2)."""
         feats, labels, valid = batch
         counted = valid & (labels >= 0) & (labels < num_classes)
         safe = jnp.where(counted, labels, 0)
@@ -119,21 +165,26 @@ def prototype_loss(
         class_counts = jax.ops.segment_sum(counted.astype(jnp.float32), safe, num_classes)
         if distance == "l1":
             return class_counts, jax.ops.segment_sum(jnp.abs(residual).sum(-1), safe, num_classes)
-        return class_counts, jax.ops.segment_sum(residual**2, safe, num_classes)
+        if distance == "l2_channel_per_class":
+            return class_counts, jax.ops.segment_sum(residual**2, safe, num_classes)
+        return class_counts, jnp.sum(residual**2, axis=0)  # l2_channel: every class pooled
 
     prototypes = jax.lax.stop_gradient(means.astype(jnp.float32))
     class_counts, sums = per_device_samples(
         local, _flatten(feats, labels, valid), prototypes, summed=True
     )
-    present = class_counts > 0
+    channel_scale = 1.0 / dim if normalization == "per_channel" else 1.0
+    if distance == "l2_channel":
+        return _safe_sqrt(sums).sum() * channel_scale  # 0 when nothing is valid
+    if distance == "l1" and normalizer == "per_feature":
+        total = class_counts.sum()
+        return jnp.where(total > 0, sums.sum() / jnp.maximum(total, 1.0), 0.0) * channel_scale
     if distance == "l1":
         per_class = sums / jnp.maximum(class_counts, 1.0)
     else:
-        squares = sums  # [m, D]
-        # sqrt has an infinite derivative at 0: differentiate only where the norm is positive.
-        positive = squares > 0
-        norms = jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
-        per_class = norms.mean(axis=-1)
+        per_class = _safe_sqrt(sums).sum(axis=-1)
+    per_class = per_class * channel_scale
+    present = class_counts > 0
     num_present = present.sum()
     return jnp.where(
         num_present > 0,
@@ -154,13 +205,15 @@ class PrototypeBank(nn.Module):
       num_micro: m.
       num_macro: M.
       feature_dim: D.
-      distance: "l1" (paper) or "l2_channel" (authors' code), see `prototype_loss`.
+      distance, normalization, normalizer: see `prototype_loss`.
     """
 
     num_micro: int
     num_macro: int
     feature_dim: int
     distance: str = "l1"
+    normalization: str = "per_channel"
+    normalizer: str = "per_class"
 
     @nn.compact
     def __call__(
@@ -212,10 +265,9 @@ class PrototypeBank(nn.Module):
             macro_means.value, macro_counts.value = update_prototypes(
                 macro_means.value, macro_counts.value, feats, macro_labels, valid
             )
+        options = (self.distance, self.normalization, self.normalizer)
         return {
-            "loss_micro": prototype_loss(feats, labels, valid, micro_means.value, self.distance),
-            "loss_macro": prototype_loss(
-                feats, macro_labels, valid, macro_means.value, self.distance
-            ),
+            "loss_micro": prototype_loss(feats, labels, valid, micro_means.value, *options),
+            "loss_macro": prototype_loss(feats, macro_labels, valid, macro_means.value, *options),
             "num_out_of_range": num_out_of_range,
         }

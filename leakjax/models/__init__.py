@@ -8,9 +8,17 @@ the features LEAK aligns and the tensors the model's own loss is computed on.
 """
 
 from leakjax.models.cylinder3d import Cylinder3D
+from leakjax.models.deeplabv3 import DeepLabV3
 from leakjax.models.pointmlp import PointMLP
+from leakjax.models.randla_net import RandLANet
+from leakjax.models.rangenet import RangeNet
+from leakjax.models.salsanext import SalsaNext
 
 MODELS = {
     "cylinder3d": Cylinder3D,
+    "deeplabv3": DeepLabV3,
     "pointmlp": PointMLP,
+    "randla_net": RandLANet,
+    "rangenet": RangeNet,
+    "salsanext": SalsaNext,
 }

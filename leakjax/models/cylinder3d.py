@@ -45,6 +45,29 @@ NUM_LEVELS = len(DOWN_STRIDES) + 1
 # Sub-kernels run at each level, so the shared 3x3x3 map builds compact pair lists for them.
 _ASYMMETRIC = ((1, 3, 3), (3, 1, 3), (3, 3, 3))
 _DDCM = ((3, 1, 1), (1, 3, 1), (1, 1, 3))
+# L0 presets (config.loss.preset; leakjax/train/trainer.py loss_fields):
+#   released: the released code: CE + Lovasz-softmax, both on the voxel logits, no weighting;
+#   paper:    the LEAK paper's text: "Lovasz-softmax loss for voxel features plus the cross-entropy
+#             loss with inverse class weighting for point-feature refinement", i.e. Lovasz on the
+#             voxel logits + inverse-frequency CE on the point-refined logits (needs
+#             model.kwargs.point_refinement=True, which :full sets).
+LOSS_PRESETS = {
+    "released": {
+        "ce_weight": 1.0,
+        "ce_weighting": "none",
+        "lovasz_weight": 1.0,
+        "point_ce_weight": 0.0,
+        "point_ce_weighting": "none",
+    },
+    "paper": {
+        "ce_weight": 0.0,
+        "ce_weighting": "none",
+        "lovasz_weight": 1.0,
+        "point_ce_weight": 1.0,
+        "point_ce_weighting": "inverse",
+    },
+}
+
 LEVEL_KERNELS = (_ASYMMETRIC + _DDCM, _ASYMMETRIC, _ASYMMETRIC, _ASYMMETRIC, ((3, 3, 3),))
 
 
@@ -134,6 +157,8 @@ class Cylinder3D(nn.Module):
     context_bn1_as_released: bool = True
     bn_momentum: float = 0.9
     conv_method: str = "auto"
+
+    LOSS_PRESETS = LOSS_PRESETS  # not a field: the L0 presets above
 
     def input_spec(self) -> BatchSpec:
         """The batch it reads: points float32 [B, P, 4] (x, y, z m, remission), labels, mask."""

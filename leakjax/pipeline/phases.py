@@ -37,14 +37,15 @@ from leakjax.leak import (
     LeakConfig,
     LeakSettings,
     a_priori_grouping,
+    feature_geometry,
+    given_grouping,
     random_grouping,
 )
-from leakjax.leak import (
-    discover_hierarchy as discover,
-)
+from leakjax.leak import discover_hierarchy as discover
 from leakjax.pipeline import plots, report
 from leakjax.train import mesh as mesh_lib
 from leakjax.train import trainer
+from leakjax.train.checkpoint import Checkpointer
 from leakjax.train.logging import read_jsonl
 from leakjax.train.steps import LossSettings
 
@@ -98,7 +99,7 @@ def setup(
     mesh = mesh_lib.make_data_mesh()
     cache_root = pathlib.Path(cache_dir) if cache_dir else workdir.parent / "synthetic_cache"
     data = load_dataset(config.data, data_dir, cache_root)
-    counts = data.train_class_counts() if config.loss.ce_weighting != "none" else None
+    counts = data.train_class_counts() if trainer.needs_class_counts(config) else None
     loss = trainer.loss_settings(config, data.label_space, counts)
     logger.info(
         "data: %s (%d train, %d validation samples); %d devices",
@@ -130,9 +131,26 @@ def leak_settings(config: ml_collections.ConfigDict, hierarchy: Hierarchy) -> Le
         lambda_macro=config.leak.lambda_macro,
         lambda_fairness=config.leak.lambda_fairness,
         prototype_distance=config.leak.prototype_distance,
+        prototype_normalization=config.leak.prototype_normalization,
+        prototype_normalizer=config.leak.prototype_normalizer,
+        fairness_mode=config.leak.fairness_mode,
+        fairness_singletons=config.leak.fairness_singletons,
         fairness_detach=config.leak.fairness_detach,
     )
     return LeakSettings(tuple(int(v) for v in hierarchy.micro_to_macro), objective)
+
+
+def baseline_settings(config: ml_collections.ConfigDict, num_micro: int) -> LeakSettings | None:
+    """The baseline's prototype tracking (config.leak.track_prototypes_in_baseline): micro
+    prototypes updated every step with every LEAK weight 0, so the loss and the parameters are
+    the baseline's; None when off."""
+    if not config.leak.track_prototypes_in_baseline:
+        return None
+    settings = leak_settings(config, given_grouping(np.zeros(num_micro, np.int32)))
+    off = dataclasses.replace(
+        settings.objective, lambda_micro=0.0, lambda_macro=0.0, lambda_fairness=0.0
+    )
+    return dataclasses.replace(settings, objective=off)
 
 
 def validation_confusion(
@@ -143,10 +161,12 @@ def validation_confusion(
 ) -> np.ndarray:
     """int64 [C, C] validation confusion of a run's latest checkpoint (cached beside it)."""
     config = config or pipe.config
+    checkpointer = Checkpointer(pathlib.Path(run_dir) / "checkpoints")
+    latest = checkpointer.latest_step()
+    checkpointer.close()
+    if latest is not None and trainer.confusion_path(run_dir, latest).exists():
+        return np.load(trainer.confusion_path(run_dir, latest))  # e.g. the final validation
     model, state, _ = trainer.load_state(config, run_dir, pipe.mesh, pipe.data, settings)
-    cache = trainer.confusion_path(run_dir, int(jax.device_get(state.step)))
-    if cache.exists():
-        return np.load(cache)
     confusion = trainer.evaluate(model, state, pipe.data, pipe.mesh, config)
     trainer.save_confusion(run_dir, int(jax.device_get(state.step)), confusion)
     return confusion
@@ -161,7 +181,8 @@ def train_baseline(
     config = _seeded(pipe.config, seed)
     run_dir = pipe.workdir / run_name(pipe, "baseline", seed)
     metadata = {"config": config.to_dict(), "phase": "baseline"}
-    trainer.train(config, run_dir, pipe.data, pipe.mesh, pipe.loss, metadata=metadata)
+    settings = baseline_settings(config, pipe.data.label_space.num_micro)
+    trainer.train(config, run_dir, pipe.data, pipe.mesh, pipe.loss, settings, metadata=metadata)
     return run_dir
 
 
@@ -206,7 +227,10 @@ def discover_hierarchy(
     if path.exists():
         return Hierarchy.load(path)
     label_space = pipe.data.label_space
-    confusion = label_space.micro_confusion(validation_confusion(pipe, baseline_dir))
+    confusion = validation_confusion(
+        pipe, baseline_dir, baseline_settings(pipe.config, label_space.num_micro)
+    )
+    confusion = label_space.micro_confusion(confusion)
     names = label_space.micro_names
     hierarchy = group_classes(confusion, label_space, config, pipe.config.seed)
     if jax.process_index() == 0:
@@ -288,6 +312,37 @@ def train_leak(
     return run_dir
 
 
+def run_geometry(
+    pipe: Pipeline,
+    run_dir: pathlib.Path,
+    settings: LeakSettings | None,
+    config: ml_collections.ConfigDict,
+) -> dict | None:
+    """Tab. VI (theta_gamma, CCD, PD, PCD; leakjax/leak/geometry.py) of a run's latest checkpoint
+    on a sample of validation features and its micro prototypes (cached beside it); None for a
+    run without prototypes."""
+    if settings is None:
+        return None
+    model, state, _ = trainer.load_state(config, run_dir, pipe.mesh, pipe.data, settings)
+    cache = pathlib.Path(run_dir) / f"geometry_step{int(jax.device_get(state.step))}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    feats, labels = trainer.collect_features(
+        model, state, pipe.data, pipe.mesh, config, config.leak.geometry_max_per_class, config.seed
+    )
+    prototypes = jax.device_get(state.prototypes)
+    geometry = feature_geometry(
+        feats,
+        labels,
+        np.ones(len(labels), bool),
+        prototypes["micro_means"],
+        prototypes["micro_counts"],
+    )
+    if jax.process_index() == 0:
+        cache.write_text(json.dumps(geometry))
+    return geometry
+
+
 def write_report(
     pipe: Pipeline,
     hierarchy: Hierarchy,
@@ -297,19 +352,26 @@ def write_report(
     """Phase 4: evaluates the baseline and every LEAK run; report.md / report.json / curves.png.
 
     `leak_runs` = {run name: (run dir, its config, its hierarchy)}. hIoU is computed through each
-    run's own hierarchy (the baseline through `hierarchy`).
+    run's own hierarchy (the baseline through `hierarchy`) and, for every run, through the one
+    shared grouping `hierarchy` (the pipeline's spectral grouping: comparable across runs, Tab.
+    IV). Tab. VI (feature geometry) for every run with prototypes, Tab. VII (IoU balance).
     """
     label_space = pipe.data.label_space
-    runs = {
-        "baseline": report.run_metrics(
-            validation_confusion(pipe, baseline_dir), hierarchy, label_space
+    runs, curves = {}, {}
+    entries = {
+        "baseline": (
+            baseline_dir,
+            pipe.config,
+            hierarchy,
+            baseline_settings(pipe.config, label_space.num_micro),
         )
     }
-    curves = {"baseline": _records(baseline_dir)}
     for name, (run_dir, config, run_hierarchy) in leak_runs.items():
-        settings = leak_settings(config, run_hierarchy)
+        entries[name] = (run_dir, config, run_hierarchy, leak_settings(config, run_hierarchy))
+    for name, (run_dir, config, run_hierarchy, settings) in entries.items():
         confusion = validation_confusion(pipe, run_dir, settings, config)
-        runs[name] = report.run_metrics(confusion, run_hierarchy, label_space)
+        runs[name] = report.run_metrics(confusion, run_hierarchy, label_space, hierarchy)
+        runs[name]["geometry"] = run_geometry(pipe, run_dir, settings, config)
         curves[name] = _records(run_dir)
     curves_name = None
     if jax.process_index() == 0 and plots.plot_curves(curves, pipe.workdir / "curves.png"):

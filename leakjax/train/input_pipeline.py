@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from leakjax.train.batch import BatchSpec, choose_capacity, pad_batch
-from leakjax.transforms import Transform, apply_transforms
+from leakjax.transforms import Transform, apply_transforms, output_size
 
 
 class Source(Protocol):
@@ -78,7 +78,8 @@ def train_batches(
       seed: data seed.
       start_step: the first step to produce (resume).
       buckets: allowed capacities (ints for point sets, (H, W) for images).
-      transforms: per-sample transforms (leakjax/transforms.py); they keep the sample's size.
+      transforms: per-sample transforms (leakjax/transforms.py); a transform that changes the
+        size declares it (`output_size`).
       max_points: point sets only: a sample with more points keeps a random subset of this many
         (training only; an explicit speed option for CPU runs).
       label_fill: the label of padded entries (the label space's `no_label`).
@@ -98,7 +99,7 @@ def train_batches(
             if epoch not in permutations:
                 permutations = {epoch: _epoch_permutation(seed, epoch, size)}
             epochs_and_indices.append((epoch, int(permutations[epoch][position % size])))
-        sizes = [source.size(index) for _, index in epochs_and_indices]
+        sizes = [output_size(transforms, source.size(index)) for _, index in epochs_and_indices]
         if max_points is not None:
             sizes = [(min(s[0], max_points),) for s in sizes]
         largest = tuple(np.max(np.asarray(sizes), axis=0))
@@ -108,10 +109,13 @@ def train_batches(
             epoch, index = epochs_and_indices[j]
             sample = source[index]
             rng = sample_generator(seed, epoch, index)
-            transformed = apply_transforms(sample, transforms, rng)
-            if spec.sample_size(transformed) != spec.sample_size(sample):
-                raise ValueError(f"training sample {index}: a transform changed its size")
-            sample = transformed
+            expected = output_size(transforms, spec.sample_size(sample))
+            sample = apply_transforms(sample, transforms, rng)
+            if spec.sample_size(sample) != expected:
+                raise ValueError(
+                    f"training sample {index}: the transforms made it {spec.sample_size(sample)}, "
+                    f"not the {expected} they declare"
+                )
             count = spec.sample_size(sample)[0]
             if max_points is not None and count > max_points:
                 keep = np.sort(rng.choice(count, size=max_points, replace=False))

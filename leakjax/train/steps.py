@@ -40,15 +40,24 @@ class LossSettings:
     """The backbone's own loss L0 (docs/model_api.md: computed on aux["loss_logits"]).
 
     Attributes:
-      class_weights: float [C] cross-entropy weights (leakjax.losses.class_weights) or None.
+      class_weights: float [C] weights of the loss-logit cross-entropy (leakjax.losses
+        .class_weights) or None.
       lovasz_weight: weight of the Lovasz-softmax term (1 for Cylinder3D as released, 0 = off).
       point_ce_weight: weight of an extra cross-entropy on the returned per-point logits (for
         models whose point logits are not the loss logits, e.g. Cylinder3D's point refinement).
+      ce_weight: weight of the cross-entropy on the loss logits (0 = off: the paper's Cylinder3D
+        L0 is Lovasz on voxels + CE on points).
+      point_class_weights: float [C] weights of the point cross-entropy, or None.
+      ce_reduction: "weighted_mean" (sum w nll / sum w) or "mean" (/ number of entries, RandLA-Net
+        as released); leakjax.losses.cross_entropy.
     """
 
     class_weights: tuple[float, ...] | None = None
     lovasz_weight: float = 0.0
     point_ce_weight: float = 0.0
+    ce_weight: float = 1.0
+    point_class_weights: tuple[float, ...] | None = None
+    ce_reduction: str = "weighted_mean"
 
 
 def model_loss(
@@ -59,20 +68,26 @@ def model_loss(
     label_space: LabelSpace,
     spec: BatchSpec,
 ) -> jax.Array:
-    """L0: masked (weighted) cross-entropy + lovasz_weight * Lovasz-softmax on the loss logits
-    (+ point_ce_weight * cross-entropy on the output logits [B, *S, C]); unscored labels ignored."""
+    """L0 = ce_weight * (weighted) CE + lovasz_weight * Lovasz-softmax on the loss logits
+    + point_ce_weight * (weighted) CE on the output logits [B, *S, C]; unscored labels ignored."""
     logits, labels = aux["loss_logits"], aux["loss_labels"]
     valid = aux["loss_mask"] & label_space.is_scored(labels)
-    weights = None if settings.class_weights is None else np.asarray(settings.class_weights)
-    loss = losses.cross_entropy(logits, labels, valid, weights)
+    loss = jnp.zeros((), jnp.float32)
+    if settings.ce_weight:
+        weights = None if settings.class_weights is None else np.asarray(settings.class_weights)
+        loss = loss + settings.ce_weight * losses.cross_entropy(
+            logits, labels, valid, weights, reduction=settings.ce_reduction
+        )
     if settings.lovasz_weight:
         probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         loss = loss + settings.lovasz_weight * losses.lovasz_softmax(probs, labels, valid)
     if settings.point_ce_weight:
         labels = batch[spec.label_key]
         valid = batch[spec.mask_key] & label_space.is_scored(labels)
+        weights = settings.point_class_weights
+        weights = None if weights is None else np.asarray(weights)
         loss = loss + settings.point_ce_weight * losses.cross_entropy(
-            point_logits, labels, valid, weights
+            point_logits, labels, valid, weights, reduction=settings.ce_reduction
         )
     return loss
 

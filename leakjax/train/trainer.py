@@ -69,13 +69,24 @@ def build_model(config: ml_collections.ConfigDict, label_space: LabelSpace) -> n
     )
 
 
-def example_batch(config: ml_collections.ConfigDict, data: Dataset) -> dict[str, np.ndarray]:
+def example_batch(
+    config: ml_collections.ConfigDict, data: Dataset, model: nn.Module | None = None
+) -> dict[str, np.ndarray]:
     """One all-padding sample of the smallest bucket: parameter shapes do not depend on it."""
     spec = data.spec
     capacity = min((spec.capacity(b) for b in config.data.buckets), key=lambda s: np.prod(s))
-    return input_pipeline.pad_batch(
+    batch = input_pipeline.pad_batch(
         [spec.empty_sample()], capacity, spec, data.label_space.no_label
     )
+    prepare = getattr(model, "prepare_batch", None)
+    return batch if prepare is None else prepare(batch)
+
+
+def prepare_batches(model: nn.Module, batches: Iterator[dict]) -> Iterator[dict]:
+    """The model's host-side batch preparation, if it has one (docs/model_api.md): e.g. neighbour
+    indices computed on the host in the input pipeline's thread. Deterministic numpy."""
+    prepare = getattr(model, "prepare_batch", None)
+    return batches if prepare is None else map(prepare, batches)
 
 
 def build_run(
@@ -90,7 +101,7 @@ def build_run(
     data.spec.check_compatible(model.input_spec(), f"model {config.model.name}")
     tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
     init_prototypes = None if leak_settings is None else leak_settings.init_prototypes
-    example = example_batch(config, data)
+    example = example_batch(config, data, model)
     # Parameter init only: XLA:CPU compiles threefry for a large network slowly (about 60 s for
     # Cylinder3D against 4 s with the RBG generator); still deterministic for a seed.
     init_key = jax.random.key(config.seed, impl="unsafe_rbg")
@@ -111,25 +122,51 @@ def build_run(
     return Run(model, tx, schedule, init_fn, abstract_state, checkpointer)
 
 
+def loss_fields(config: ml_collections.ConfigDict) -> dict:
+    """config.loss with its preset applied: the model's LOSS_PRESETS[config.loss.preset] replaces
+    the fields it names (no preset: the fields as given)."""
+    fields = {key: config.loss[key] for key in config.loss if key != "preset"}
+    preset = config.loss.preset
+    if preset:
+        presets = getattr(MODELS.get(config.model.name), "LOSS_PRESETS", {})
+        if preset not in presets:
+            raise ValueError(
+                f"config.loss.preset={preset!r}: model {config.model.name!r} declares "
+                f"{sorted(presets)}"
+            )
+        fields.update(presets[preset])
+    return fields
+
+
+def needs_class_counts(config: ml_collections.ConfigDict) -> bool:
+    """Whether L0 uses a class weighting (so the training split's class counts are needed)."""
+    fields = loss_fields(config)
+    return fields["ce_weighting"] != "none" or fields["point_ce_weighting"] != "none"
+
+
 def loss_settings(
     config: ml_collections.ConfigDict, label_space: LabelSpace, class_counts: np.ndarray | None
 ) -> LossSettings:
-    """L0 settings from config.loss; `class_counts` [C] (training labels) for a CE weighting."""
-    weights = None
-    if config.loss.ce_weighting != "none":
+    """L0 settings from config.loss (and its preset); `class_counts` [C] for a CE weighting."""
+    fields = loss_fields(config)
+
+    def weights(scheme: str) -> tuple[float, ...] | None:
+        if scheme == "none":
+            return None
         if class_counts is None:
-            raise ValueError(f"config.loss.ce_weighting={config.loss.ce_weighting!r} needs counts")
-        weights = losses.class_weights(
-            class_counts,
-            config.loss.ce_weighting,
-            ignore_index=label_space.ignore_in_range,
-            normalize=True,
+            raise ValueError(f"config.loss: the weighting {scheme!r} needs class counts")
+        values = losses.class_weights(
+            class_counts, scheme, ignore_index=label_space.ignore_in_range, normalize=True
         )
-        weights = tuple(float(w) for w in weights)
+        return tuple(float(w) for w in values)
+
     return LossSettings(
-        class_weights=weights,
-        lovasz_weight=float(config.loss.lovasz_weight),
-        point_ce_weight=float(config.loss.point_ce_weight),
+        class_weights=weights(fields["ce_weighting"]),
+        lovasz_weight=float(fields["lovasz_weight"]),
+        point_ce_weight=float(fields["point_ce_weight"]),
+        ce_weight=float(fields["ce_weight"]),
+        point_class_weights=weights(fields["point_ce_weighting"]),
+        ce_reduction=fields["ce_reduction"],
     )
 
 
@@ -198,7 +235,8 @@ def train(
         run.model, run.tx, mesh, root_key, loss, label_space, data.spec, leak_settings
     )
     batches = input_pipeline.prefetch(
-        training_batches(config, data, start), size=config.data.prefetch
+        prepare_batches(run.model, training_batches(config, data, start)),
+        size=config.data.prefetch,
     )
     writer = MetricWriter(run_dir, tensorboard=config.train.tensorboard)
     progress = Progress(num_steps, start)
@@ -341,6 +379,7 @@ def evaluate(
         config.data.buckets,
         label_fill=label_space.no_label,
     )
+    batches = prepare_batches(model, batches)
     variables = state.variables()
     pending = None
     for index, host_batch in enumerate(input_pipeline.prefetch(batches)):
@@ -358,3 +397,57 @@ def _fetch_confusion(outputs: dict[str, jax.Array], index: int) -> np.ndarray:
     if bool(host["overflow"]):
         raise CapacityOverflowError(f"evaluation batch {index}: model capacity overflow")
     return np.asarray(host["confusion"], np.int64)
+
+
+def collect_features(
+    model: nn.Module,
+    state: TrainState,
+    data: Dataset,
+    mesh: Mesh,
+    config: ml_collections.ConfigDict,
+    max_per_class: int,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A uniform random sample of the validation features LEAK aligns, at most `max_per_class`
+    per micro class: (feats float32 [N, D], micro labels int32 [N]).
+
+    Every valid feature with a scored label gets a random key (seeded); the sample keeps the
+    smallest keys of each class, i.e. a uniform sample without replacement of that class's
+    features over the whole split (the feature geometry of Tab. VI is computed on it).
+    """
+    label_space = data.label_space
+
+    @jax.jit
+    def features_of(variables, batch):
+        _, aux = model.apply(variables, batch, train=False)
+        return aux["features"], aux["feature_labels"], aux["feature_mask"]
+
+    rng = np.random.default_rng(seed)
+    kept_feats, kept_labels, kept_keys = [], [], []
+    batches = input_pipeline.eval_batches(
+        data.validation,
+        data.spec,
+        config.eval.batch_size,
+        config.data.buckets,
+        label_fill=label_space.no_label,
+    )
+    variables = state.variables()
+    for host_batch in input_pipeline.prefetch(prepare_batches(model, batches)):
+        feats, labels, mask = jax.device_get(features_of(variables, global_batch(host_batch, mesh)))
+        feats = np.asarray(feats).reshape(-1, feats.shape[-1])
+        micro, valid = label_space.micro_labels(np.asarray(labels).reshape(-1), mask.reshape(-1))
+        kept_feats.append(feats[valid].astype(np.float32))
+        kept_labels.append(micro[valid])
+        kept_keys.append(rng.random(int(valid.sum())))
+        feats_all, labels_all, keys_all = (
+            np.concatenate(kept_feats),
+            np.concatenate(kept_labels),
+            np.concatenate(kept_keys),
+        )
+        order = np.lexsort((keys_all, labels_all))  # by class, then key
+        rank = np.arange(len(order)) - np.searchsorted(labels_all[order], labels_all[order])
+        keep = order[rank < max_per_class]
+        kept_feats, kept_labels, kept_keys = [feats_all[keep]], [labels_all[keep]], [keys_all[keep]]
+    if not kept_feats:
+        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int32)
+    return kept_feats[0], kept_labels[0].astype(np.int32)
