@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import ml_collections
 
+from datasets.pascal_voc import source as pascal_voc_source
+from datasets.pascal_voc.labels import LABEL_SPACE as PASCAL_VOC_LABELS
 from datasets.semantic_kitti import source as semantic_kitti_source
 from datasets.semantic_kitti.labels import LABEL_SPACE as SEMANTIC_KITTI_LABELS
 from leakjax.data import Dataset
@@ -42,6 +44,9 @@ class DatasetEntry:
 DATASETS: dict[str, DatasetEntry] = {
     "semantic_kitti": DatasetEntry(
         SEMANTIC_KITTI_LABELS, semantic_kitti_source.SPEC, semantic_kitti_source.load_dataset
+    ),
+    "pascal_voc": DatasetEntry(
+        PASCAL_VOC_LABELS, pascal_voc_source.SPEC, pascal_voc_source.load_dataset
     ),
 }
 

@@ -9,6 +9,7 @@ Class weightings (`class_weights`), from per-class frequencies f_c = count_c / s
   inverse     w_c = 1 / f_c                (inverse class frequency, RangeNet++ / Cylinder3D option)
   salsanext   w_c = 1 / sqrt(f_c)          (SalsaNext: square root of the inverse frequency)
   randla      w_c = 1 / (f_c + 0.02)       (RandLA-Net's SemanticKITTI weights)
+  rangenet    w_c = 1 / (f_c + 0.001)      (RangeNet++ and SalsaNext as released, `epsilon_w`)
 Classes with zero frequency (never seen) get weight 0 under `inverse` and `salsanext` instead of
 infinity (they have no points to weight anyway); the ignored class always gets weight 0.
 """
@@ -21,8 +22,9 @@ import numpy as np
 
 from leakjax.sharding import unsharded
 
-WEIGHTINGS = ("none", "inverse", "salsanext", "randla")
+WEIGHTINGS = ("none", "inverse", "salsanext", "randla", "rangenet")
 RANDLA_EPSILON = 0.02
+RANGENET_EPSILON = 0.001
 
 
 def class_weights(
@@ -62,8 +64,10 @@ def class_weights(
         weights = np.where(seen, 1.0 / np.where(seen, freq, 1.0), 0.0)
     elif scheme == "salsanext":
         weights = np.where(seen, 1.0 / np.sqrt(np.where(seen, freq, 1.0)), 0.0)
-    else:
+    elif scheme == "randla":
         weights = 1.0 / (freq + RANDLA_EPSILON)
+    else:
+        weights = 1.0 / (freq + RANGENET_EPSILON)
     weights = np.where(keep, weights, 0.0)
     if normalize:
         weights = weights / weights[keep].mean()

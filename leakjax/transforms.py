@@ -16,6 +16,9 @@ Registry (a plain dict, like `MODELS`):
                       z, x/y flips, x-y scaling, translation; remission untouched.
   randla_crop         RandLA-Net's released training crop: a random centre point and its
                       `num_points` nearest points (all points if fewer), in random order.
+  deeplab_augment     DeepLabV3's image augmentation on a normalised image sample: random scale
+                      in [0.5, 2], horizontal flip, random crop_size^2 window padded with the mean
+                      colour and ignored labels (leakjax/image_ops.py).
 
 Models and datasets bring their own entries (RandLA-Net, range-image and image models).
 """
@@ -27,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from leakjax.augment import AugmentConfig, augment_points
+from leakjax.image_ops import scale_flip_crop
 
 Sample = dict[str, np.ndarray]
 Transform = Callable[[Sample, np.random.Generator], Sample]
@@ -66,9 +70,36 @@ def randla_crop(num_points: int) -> Transform:
     return transform
 
 
+def deeplab_augment(
+    crop_size: int = 513,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    flip_probability: float = 0.5,
+    label_fill: int = 255,
+) -> Transform:
+    """Scale / flip / crop of sample["image"] [H, W, 3] (normalised) and sample["labels"]."""
+    scale_range = tuple(scale_range)
+
+    def transform(sample: Sample, rng: np.random.Generator) -> Sample:
+        image, labels = scale_flip_crop(
+            sample["image"],
+            sample["labels"],
+            rng,
+            crop_size,
+            scale_range,
+            flip_probability,
+            label_fill=label_fill,
+            normalize_image=False,
+        )
+        return {**sample, "image": image, "labels": labels}
+
+    transform.output_size = lambda size: (crop_size, crop_size)
+    return transform
+
+
 TRANSFORMS: dict[str, Callable[..., Transform]] = {
     "cylinder3d_augment": cylinder3d_augment,
     "randla_crop": randla_crop,
+    "deeplab_augment": deeplab_augment,
 }
 
 

@@ -10,7 +10,15 @@ import pathlib
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# The concurrency-optimized scheduler of XLA:CPU gives executables that, once reloaded from the
+# persistent compilation cache, can order their cross-device all-reduces differently per device
+# and deadlock (seen with RandLA-Net's LEAK train step on 4 simulated devices: a second test run
+# hung at "rendezvous ... may be stuck", then aborted); freshly compiled ones are fine.
+os.environ.setdefault(
+    "XLA_FLAGS",
+    "--xla_force_host_platform_device_count=4"
+    " --xla_cpu_enable_concurrency_optimized_scheduler=false",
+)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_REPO / ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

@@ -22,6 +22,9 @@ def test_class_weight_schemes():
     randla = 1 / (f + 0.02)
     randla[0] = 0
     np.testing.assert_allclose(class_weights(counts, "randla", 0), randla, 1e-6)
+    rangenet = 1 / (f + 0.001)
+    rangenet[0] = 0
+    np.testing.assert_allclose(class_weights(counts, "rangenet", 0), rangenet, 1e-6)
     normalized = class_weights(counts, "randla", 0, normalize=True)
     assert normalized[1:].mean() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="scheme"):

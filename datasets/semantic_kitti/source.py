@@ -6,8 +6,6 @@ by the generator settings, and its train / validation sequences (config.data.syn
 Samples: {"points": float32 [N, 4] x, y, z (m), remission; "labels": int32 [N] training ids}.
 """
 
-import hashlib
-import json
 import logging
 import os
 import pathlib
@@ -16,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from datasets import semantic_kitti
+from datasets.cache import ensure_generated
 from datasets.semantic_kitti.labels import LABEL_SPACE
 from leakjax.data import Dataset
 from leakjax.train.batch import point_cloud_spec
@@ -57,34 +56,21 @@ class SemanticKittiSource:
         return semantic_kitti.LEARNING_MAP[semantic]
 
 
-def synthetic_cache_dir(
-    config: ml_collections.ConfigDict, cache_root: pathlib.Path
-) -> pathlib.Path:
-    """`<cache_root>/<hash of the generator settings>`: one cache per distinct synthetic world."""
-    settings = json.dumps(config.to_dict(), sort_keys=True)
-    digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
-    return cache_root / f"synthetic-{digest}"
-
-
 def ensure_synthetic(config: ml_collections.ConfigDict, cache_root: pathlib.Path) -> pathlib.Path:
-    """Generates the synthetic world once (atomically: a finished marker is written last)."""
-    from datasets import synthetic  # noqa: PLC0415 - only needed without --data_dir
+    """Generates the synthetic world of `config` (config.data.synthetic) once; returns its root."""
 
-    root = synthetic_cache_dir(config, cache_root)
-    marker = root / "COMPLETE.json"
-    if marker.exists():
-        return root
-    logger.info("generating the synthetic LiDAR world into %s", root)
-    sequences = list(config.train_sequences) + list(config.val_sequences)
-    synthetic.generate(
-        root,
-        seed=config.seed,
-        sequences=sequences,
-        scans_per_sequence=config.scans_per_sequence,
-        **config.get("generator_kwargs", {}),
-    )
-    marker.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
-    return root
+    def generate(root: pathlib.Path) -> None:
+        from datasets import synthetic  # noqa: PLC0415 - only needed without a data directory
+
+        synthetic.generate(
+            root,
+            seed=config.seed,
+            sequences=list(config.train_sequences) + list(config.val_sequences),
+            scans_per_sequence=config.scans_per_sequence,
+            **config.generator_kwargs,
+        )
+
+    return ensure_generated(config, cache_root, generate, "the synthetic LiDAR world")
 
 
 SPEC = point_cloud_spec(4)

@@ -19,6 +19,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "semantic_kitti"  # a key of datasets.registry.DATASETS
+    # The official training list, for datasets that have several (Pascal VOC: train | train_aug).
+    config.data.train_split = "train"
     # Capacities a batch is padded to (the smallest that holds every sample): ints (points) for
     # point sets, [H, W] for images. A sample larger than the largest bucket is an error.
     config.data.buckets = [131072, 163840]
@@ -68,6 +70,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Extra CE on the per-point output logits (Cylinder3D: with model.kwargs.point_refinement).
     config.loss.point_ce_weight = 0.0
     config.loss.point_ce_weighting = "none"
+    # Coarse-to-fine (Tab. V; LEAK runs): this fraction of the steps trains on the macro classes.
+    config.loss.coarse_fraction = 0.0
 
     config.leak = ml_collections.ConfigDict()
     config.leak.grouping = "spectral"  # spectral | random | a_priori
@@ -117,4 +121,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 2
     config.eval.predict_ignored = False
+    # Phase 4 renders this many validation samples (render_<k>.png: truth, baseline, LEAK, diff).
+    config.eval.renders = 2
     return config

@@ -8,6 +8,7 @@
   "randla"      RandLA-Net instead of Cylinder3D on the default run's world (CPU-sized crops).
   "randla_smoke" RandLA-Net shrunk for the tests.
   "randla_full" the released RandLA-Net recipe (45056-point crops, batch 6, 100 epochs).
+  "rangenet", "salsanext"  the range-image models on the default run's world (64 x 512 images).
 Every field (experiments/configs/base.py) can be overridden from the command line, e.g.
 `--config.train.num_steps=2000`.
 """
@@ -159,6 +160,44 @@ def _randla_full(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     return config
 
 
+def _range_model(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """RangeNet++ (DarkNet21) or SalsaNext with their released loss and optimiser: weighted NLL
+    w = 1 / (f + 0.001) (+ Lovasz for SalsaNext), SGD momentum 0.9, weight decay 1e-4, one epoch
+    of warm-up then x0.995 (RangeNet21) / x0.99 (SalsaNext) per epoch; no augmentation (SalsaNext's
+    random drops and translations are not implemented). The projection happens inside the model,
+    so the data and its evaluation (every point) are the Cylinder3D pipeline's."""
+    config.model.name = name
+    config.model.kwargs = {"depth": 21} if name == "rangenet" else {}
+    config.data.transforms = ()
+    config.loss.ce_weighting = "rangenet"
+    config.loss.lovasz_weight = 1.0 if name == "salsanext" else 0.0
+    config.optimizer.name = "sgd"
+    config.optimizer.learning_rate = 0.01
+    config.optimizer.weight_decay = 1e-4
+    config.optimizer.schedule = "exponential"
+    config.optimizer.decay_rate = 0.995 if name == "rangenet" else 0.99
+    return config
+
+
+def _rangenet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """RangeNet21 on the default run's world: 64 x 512 range images (the scans' 512 azimuth
+    steps), batch 2."""
+    config = _range_model(_cpu_default(config), "rangenet")
+    config.model.kwargs = {"depth": 21, "width": 512}
+    config.optimizer.warmup_steps = 12  # one epoch: 24 scans, batch 2
+    config.optimizer.decay_every_steps = 12
+    return config
+
+
+def _salsanext(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """SalsaNext on the default run's world: 64 x 512 range images, batch 2."""
+    config = _range_model(_cpu_default(config), "salsanext")
+    config.model.kwargs = {"width": 512}
+    config.optimizer.warmup_steps = 12
+    config.optimizer.decay_every_steps = 12
+    return config
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The pipeline config; `arg` picks a variant (module docstring)."""
     variants = {
@@ -169,6 +208,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "randla": _randla,
         "randla_smoke": _randla_smoke,
         "randla_full": _randla_full,
+        "rangenet": _rangenet,
+        "salsanext": _salsanext,
     }
     arg = arg or ""
     if arg not in variants:

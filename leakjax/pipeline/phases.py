@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from datasets.registry import load_dataset
 from leakjax.data import Dataset
@@ -42,7 +43,7 @@ from leakjax.leak import (
     random_grouping,
 )
 from leakjax.leak import discover_hierarchy as discover
-from leakjax.pipeline import plots, report
+from leakjax.pipeline import plots, renders, report
 from leakjax.train import mesh as mesh_lib
 from leakjax.train import trainer
 from leakjax.train.checkpoint import Checkpointer
@@ -83,7 +84,15 @@ class Pipeline:
     workdir: pathlib.Path
     mesh: jax.sharding.Mesh
     data: Dataset
-    loss: LossSettings
+    _class_counts: np.ndarray | None = None
+
+    def loss(self, config: ml_collections.ConfigDict | None = None) -> LossSettings:
+        """L0 settings of a run's config (a variant may change the loss); the training split's
+        class counts are read once, when a weighting first needs them."""
+        config = config or self.config
+        if self._class_counts is None and trainer.needs_class_counts(config):
+            self._class_counts = self.data.train_class_counts()
+        return trainer.loss_settings(config, self.data.label_space, self._class_counts)
 
 
 def setup(
@@ -95,12 +104,14 @@ def setup(
     """Work directory, resolved config, data mesh and the dataset (config.data.name)."""
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
     mesh = mesh_lib.make_data_mesh()
     cache_root = pathlib.Path(cache_dir) if cache_dir else workdir.parent / "synthetic_cache"
-    data = load_dataset(config.data, data_dir, cache_root)
-    counts = data.train_class_counts() if trainer.needs_class_counts(config) else None
-    loss = trainer.loss_settings(config, data.label_space, counts)
+    # Process 0 first: a synthetic stand-in is generated once, not by every process at once.
+    data = load_dataset(config.data, data_dir, cache_root) if jax.process_index() == 0 else None
+    _sync_processes("dataset ready")
+    data = data or load_dataset(config.data, data_dir, cache_root)
     logger.info(
         "data: %s (%d train, %d validation samples); %d devices",
         data.description,
@@ -108,7 +119,23 @@ def setup(
         len(data.validation),
         mesh.devices.size,
     )
-    return Pipeline(config, workdir, mesh, data, loss)
+    return Pipeline(config, workdir, mesh, data)
+
+
+def _sync_processes(name: str) -> None:
+    """Waits until every process gets here (nothing to do with one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"leakjax: {name}")
+
+
+def _from_process_zero(text: str) -> str:
+    """Process 0's `text` on every process (one process: `text`), over JAX's own collectives."""
+    if jax.process_count() == 1:
+        return text
+    data = np.frombuffer(text.encode(), np.uint8) if jax.process_index() == 0 else None
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(0 if data is None else len(data))))
+    buffer = np.zeros(size, np.uint8) if data is None else data
+    return bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer))).decode()
 
 
 def run_name(pipe: Pipeline, name: str, seed: int | None) -> str:
@@ -116,7 +143,7 @@ def run_name(pipe: Pipeline, name: str, seed: int | None) -> str:
     return name if seed is None or seed == pipe.config.seed else f"{name}-seed{seed}"
 
 
-def _seeded(config: ml_collections.ConfigDict, seed: int | None) -> ml_collections.ConfigDict:
+def seeded(config: ml_collections.ConfigDict, seed: int | None) -> ml_collections.ConfigDict:
     if seed is None or seed == config.seed:
         return config
     config = copy.deepcopy(config)
@@ -178,11 +205,12 @@ def train_baseline(
     """Phase 1: trains the baseline (or uses `baseline_checkpoint`, a run directory)."""
     if baseline_checkpoint:
         return pathlib.Path(baseline_checkpoint).absolute()
-    config = _seeded(pipe.config, seed)
+    config = seeded(pipe.config, seed)
     run_dir = pipe.workdir / run_name(pipe, "baseline", seed)
     metadata = {"config": config.to_dict(), "phase": "baseline"}
     settings = baseline_settings(config, pipe.data.label_space.num_micro)
-    trainer.train(config, run_dir, pipe.data, pipe.mesh, pipe.loss, settings, metadata=metadata)
+    loss = pipe.loss(config)
+    trainer.train(config, run_dir, pipe.data, pipe.mesh, loss, settings, metadata=metadata)
     return run_dir
 
 
@@ -220,11 +248,14 @@ def discover_hierarchy(
     """Phase 2: the baseline's validation confusion -> macro classes (config.leak) and figures.
 
     Spectral clustering uses the pipeline's seed (one hierarchy shared by every LEAK seed); a
-    random grouping draws one partition per run seed.
+    random grouping draws one partition per run seed. With several processes, process 0 computes
+    it and every process uses that one (not a recomputation that another host's BLAS could
+    change).
     """
     config = config or pipe.config
     path = hierarchy_path(pipe, baseline_dir, config)
-    if path.exists():
+    # Process 0 decides: another process may look just after process 0 wrote the file.
+    if _from_process_zero(str(path.exists())) == "True":
         return Hierarchy.load(path)
     label_space = pipe.data.label_space
     confusion = validation_confusion(
@@ -232,7 +263,10 @@ def discover_hierarchy(
     )
     confusion = label_space.micro_confusion(confusion)
     names = label_space.micro_names
-    hierarchy = group_classes(confusion, label_space, config, pipe.config.seed)
+    found = ""
+    if jax.process_index() == 0:
+        found = group_classes(confusion, label_space, config, pipe.config.seed).to_json()
+    hierarchy = Hierarchy.from_json(_from_process_zero(found))
     if jax.process_index() == 0:
         stem = path.with_suffix("").name.replace("hierarchy", "")
         out = pipe.workdir
@@ -290,7 +324,7 @@ def train_leak(
 ) -> pathlib.Path:
     """Phase 3: trains a LEAK variant from scratch with the baseline's schedule (or fine-tunes
     from the baseline when config.leak.finetune_from_baseline)."""
-    config = _seeded(variant.apply(pipe.config), seed)
+    config = seeded(variant.apply(pipe.config), seed)
     run_dir = pipe.workdir / run_name(pipe, variant.name, seed)
     init_from = str(baseline_dir / "checkpoints") if config.leak.finetune_from_baseline else None
     metadata = {
@@ -304,7 +338,7 @@ def train_leak(
         run_dir,
         pipe.data,
         pipe.mesh,
-        pipe.loss,
+        pipe.loss(config),
         leak_settings=leak_settings(config, hierarchy),
         metadata=metadata,
         init_from=init_from,
@@ -372,7 +406,13 @@ def write_report(
         confusion = validation_confusion(pipe, run_dir, settings, config)
         runs[name] = report.run_metrics(confusion, run_hierarchy, label_space, hierarchy)
         runs[name]["geometry"] = run_geometry(pipe, run_dir, settings, config)
-        curves[name] = _records(run_dir)
+        curves[name] = records(run_dir)
+    # Fig. 4: the first validation samples, ground truth / baseline / LEAK / where they differ
+    render_runs = {
+        name: (run_dir, config, settings)
+        for name, (run_dir, config, _, settings) in list(entries.items())[:2]
+    }
+    renders.render_validation(pipe, render_runs, pipe.workdir, num_samples=pipe.config.eval.renders)
     curves_name = None
     if jax.process_index() == 0 and plots.plot_curves(curves, pipe.workdir / "curves.png"):
         curves_name = "curves.png"
@@ -387,7 +427,7 @@ def write_report(
     )
 
 
-def _records(run_dir: pathlib.Path) -> list[dict]:
+def records(run_dir: pathlib.Path) -> list[dict]:
     path = pathlib.Path(run_dir) / "metrics.jsonl"
     return read_jsonl(path) if path.exists() else []
 
@@ -428,7 +468,7 @@ def run_pipeline(
     hierarchy = None
     for variant in variants:
         for seed in seeds:
-            run_config = _seeded(variant.apply(config), seed)
+            run_config = seeded(variant.apply(config), seed)
             path = hierarchy_path(pipe, baseline_dir, run_config)
             if 2 in phases:
                 run_hierarchy = discover_hierarchy(pipe, baseline_dir, run_config)

@@ -99,3 +99,43 @@ def plot_curves(runs: dict[str, list[dict]], path: pathlib.Path, metric: str = "
         fig.savefig(path, dpi=110)
     plt.close(fig)
     return drawn
+
+
+def plot_curve_bands(
+    curves: dict[str, dict[int, list[dict]]], path: pathlib.Path, metric: str = "val_miou"
+) -> bool:
+    """Fig. 5: `metric` (%) over training per arm, the mean over seeds with a min-max band.
+
+    curves = {arm: {seed: metrics.jsonl records}}; steps missing in some seed are left out of the
+    mean. Returns False (writes nothing) when no record has `metric`.
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    drawn = False
+    for arm, seeds in curves.items():
+        by_step: dict[int, list[float]] = {}
+        for records in seeds.values():
+            for record in records:
+                if metric in record:
+                    by_step.setdefault(record["step"], []).append(100 * record[metric])
+        steps = sorted(s for s, v in by_step.items() if len(v) == len(seeds))
+        if not steps:
+            continue
+        values = [np.asarray(by_step[s]) for s in steps]
+        line = ax.plot(steps, [v.mean() for v in values], "o-", label=arm)[0]
+        ax.fill_between(
+            steps,
+            [v.min() for v in values],
+            [v.max() for v in values],
+            alpha=0.2,
+            color=line.get_color(),
+        )
+        drawn = True
+    if drawn:
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{metric} (%), mean over seeds, min-max band")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn

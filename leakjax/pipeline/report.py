@@ -53,13 +53,13 @@ def run_metrics(
     }
 
 
-def _json_safe(value):
+def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -87,7 +87,7 @@ def write_report(
         "runs": runs,
         **extra,
     }
-    report = _json_safe(report)  # NaN -> null, so the returned dict equals the file's content
+    report = json_safe(report)  # NaN -> null, so the returned dict equals the file's content
     (workdir / "report.json").write_text(json.dumps(report, indent=1))
     names = list(runs)
     lines = [
@@ -137,6 +137,10 @@ def write_report(
         lines.append(f"| {class_name} | " + " | ".join(cells) + " |")
     if curves:
         lines += ["", f"Validation mIoU during training: ![curves]({curves})"]
+    renders = sorted(p.name for p in workdir.glob("render_*.png"))
+    if renders:
+        lines += ["", "Validation samples (ground truth, runs, where they differ):", ""]
+        lines += [f"![{name}]({name})" for name in renders]
     for key, value in extra.items():
         lines.append(f"\n{key}: {value}")
     (workdir / "report.md").write_text("\n".join(lines) + "\n")

@@ -10,20 +10,33 @@ Where a run starts from (`restore_or_initialize`), first match wins:
   2. an explicit `resume_from` checkpoint directory (a run continued elsewhere: whole state);
   3. `init_from`: parameters and BatchNorm statistics only (fine-tuning: fresh optimiser, step 0);
   4. scratch.
+
+A damaged checkpoint (truncated or corrupted files, e.g. a disk filled or a host lost mid-write)
+does not end a run: resuming tries the steps newest first, warns naming each one that does not
+restore and its path, moves it aside to `<directory>_damaged/<step>` (so the run writes that step
+again) and continues from the newest one that restores. When none restores it raises
+`NoRestorableCheckpointError` saying what to delete; it never silently starts from scratch.
 """
 
 import logging
 import pathlib
+import shutil
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from leakjax.train.state import TrainState
 
+logger = logging.getLogger("leakjax")
 _ITEMS = ("state", "metadata")
+
+
+class NoRestorableCheckpointError(RuntimeError):
+    """A run directory has checkpoints and none of them restores."""
 
 
 class Checkpointer:
@@ -90,6 +103,71 @@ class Checkpointer:
         )
         return restored["state"]
 
+    def restore_newest_intact(
+        self, abstract_state: TrainState
+    ) -> tuple[TrainState, dict[str, Any], int]:
+        """(state, metadata, step) of the newest checkpoint that restores (module docstring).
+
+        Every process tries the same step and they agree on the outcome (a step counts as
+        restored only if it restored everywhere), so all of them resume from the same step.
+
+        Raises:
+          NoRestorableCheckpointError: naming every step, its path and its error.
+        """
+        failures = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                restored, error = self.restore(abstract_state, step), None
+            except Exception as exception:  # noqa: BLE001 - any Orbax / TensorStore / IO failure
+                restored, error = None, exception
+            if _on_every_process(error is None):
+                self._set_aside(failures, step)
+                return (*restored, step)
+            error = error or RuntimeError("it did not restore on another process")
+            path = self.directory / str(step)
+            logger.warning(
+                "checkpoint step %d at %s does not restore (%s: %s); trying an older one",
+                step,
+                path,
+                type(error).__name__,
+                _first_line(error),
+            )
+            failures.append((step, path, error))
+        listing = "; ".join(
+            f"step {step} at {path}: {type(e).__name__}: {_first_line(e)}"
+            for step, path, e in failures
+        )
+        raise NoRestorableCheckpointError(
+            f"no checkpoint in {self.directory} restores ({listing}). If the model, data or "
+            f"optimiser config changed, use another work directory; otherwise delete the damaged "
+            f"step directories ({', '.join(str(path) for _, path, _ in failures)}) or the whole "
+            f"{self.directory} to train this run from scratch."
+        )
+
+    def _set_aside(self, failures: list, restored_step: int) -> None:
+        """Moves damaged steps newer than the one restored to `<directory>_damaged/` (process 0;
+        the others wait), so the resumed run saves those steps again."""
+        if not failures:
+            return
+        aside = self.directory.parent / f"{self.directory.name}_damaged"
+        if jax.process_index() == 0:
+            for step, path, _ in failures:
+                target = aside / str(step)
+                suffix = 1
+                while target.exists():
+                    target, suffix = aside / f"{step}-{suffix}", suffix + 1
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(path), str(target))
+                logger.warning(
+                    "moved the damaged checkpoint step %d to %s; resuming from step %d",
+                    step,
+                    target,
+                    restored_step,
+                )
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("leakjax: damaged checkpoints set aside")
+        self._manager.reload()
+
     def _resolve_step(self, step: int | None) -> int:
         """`step`, or the latest saved step; a clear error when there is none."""
         step = self._manager.latest_step() if step is None else step
@@ -103,6 +181,18 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _on_every_process(flag: bool) -> bool:
+    """Whether `flag` holds on every process (one process: `flag`)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.all(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else ""
 
 
 def _same_structure(name: str, source: Any, target: Any, where: str) -> None:
@@ -136,8 +226,8 @@ def restore_or_initialize(
       (state, a sentence saying where it came from).
     """
     if checkpointer.latest_step() is not None:
-        state, _ = checkpointer.restore(abstract_state)
-        return state, f"resumed from {checkpointer.directory} step {checkpointer.latest_step()}"
+        state, _, step = checkpointer.restore_newest_intact(abstract_state)
+        return state, f"resumed from {checkpointer.directory} step {step}"
     if resume_from:
         other = Checkpointer(resume_from, async_save=False)
         state, _ = other.restore(abstract_state)

@@ -20,19 +20,32 @@ DATA_AXIS = "data"
 _MULTI_PROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
 
-def maybe_initialize_distributed() -> bool:
+def maybe_initialize_distributed(initialization_timeout_s: int = 300) -> bool:
     """Calls `jax.distributed.initialize()` when launched as one of several processes.
 
     Must run before any other JAX call. Returns whether it initialised. A single-process launch
-    (no variable set, or SLURM/OpenMPI with one task) does nothing.
+    (no variable set, or SLURM/OpenMPI with one task) does nothing. A plain launch (no cluster
+    manager) sets JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID in every
+    process (JAX reads only the first; the other two are passed on here). A process that cannot
+    reach the others within `initialization_timeout_s` seconds raises instead of hanging.
+    LEAKJAX_DISTRIBUTED=1 initialises with JAX's own detection alone (e.g. a TPU pod slice).
     """
+    if os.environ.get("LEAKJAX_DISTRIBUTED") == "1":
+        jax.distributed.initialize(initialization_timeout=initialization_timeout_s)
+        return True
     for name in _MULTI_PROCESS_ENV:
         value = os.environ.get(name)
         if value is None:
             continue
         if name != "JAX_COORDINATOR_ADDRESS" and int(value) <= 1:
             continue
-        jax.distributed.initialize()
+        explicit = {}
+        if name == "JAX_COORDINATOR_ADDRESS" and "JAX_NUM_PROCESSES" in os.environ:
+            explicit = {
+                "num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
+                "process_id": int(os.environ["JAX_PROCESS_ID"]),
+            }
+        jax.distributed.initialize(initialization_timeout=initialization_timeout_s, **explicit)
         return True
     return False
 

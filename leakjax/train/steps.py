@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 from leakjax import losses, metrics
 from leakjax.label_space import LabelSpace
 from leakjax.leak.objective import LeakSettings, leak_objective
+from leakjax.sharding import take_table
 from leakjax.train.batch import BatchSpec
 from leakjax.train.mesh import batch_sharding, replicated_sharding
 from leakjax.train.state import TrainState, step_rng
@@ -50,6 +51,8 @@ class LossSettings:
       point_class_weights: float [C] weights of the point cross-entropy, or None.
       ce_reduction: "weighted_mean" (sum w nll / sum w) or "mean" (/ number of entries, RandLA-Net
         as released); leakjax.losses.cross_entropy.
+      coarse_steps: coarse-to-fine training (Tab. V; needs a hierarchy): for the first
+        coarse_steps steps L0 is `coarse_loss` on the macro classes instead, then as above.
     """
 
     class_weights: tuple[float, ...] | None = None
@@ -58,6 +61,7 @@ class LossSettings:
     ce_weight: float = 1.0
     point_class_weights: tuple[float, ...] | None = None
     ce_reduction: str = "weighted_mean"
+    coarse_steps: int = 0
 
 
 def model_loss(
@@ -92,6 +96,28 @@ def model_loss(
     return loss
 
 
+def coarse_loss(
+    aux: dict[str, jax.Array], label_space: LabelSpace, micro_to_macro: np.ndarray
+) -> jax.Array:
+    """Cross-entropy on the macro classes of the loss logits [B, *M, C]: the log-probability of a
+    macro class is the log of the summed softmax probabilities of its micro classes (the model's
+    own head serves both phases of coarse-to-fine training; **choice**: the paper switches heads,
+    a second head would need every model's cooperation). Mean over the scored entries."""
+    logits, labels = aux["loss_logits"], aux["loss_labels"]
+    micro, valid = label_space.micro_labels(labels, aux["loss_mask"])
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)[..., label_space.scored_ids]
+    mapping = np.asarray(micro_to_macro, np.int32)
+    num_macro = int(mapping.max()) + 1
+    members = np.arange(num_macro)[:, None] == mapping[None, :]  # [M, m]
+    macro_log_probs = jax.nn.logsumexp(
+        jnp.where(members, log_probs[..., None, :], -jnp.inf), axis=-1
+    )  # [B, *M, num_macro]
+    macro = take_table(jnp.asarray(mapping), micro)
+    nll = -jnp.take_along_axis(macro_log_probs, macro[..., None], axis=-1)[..., 0]
+    count = valid.sum()
+    return jnp.where(count > 0, jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(count, 1), 0.0)
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -104,6 +130,9 @@ def make_train_step(
     donate: bool = True,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """Builds the jitted `train_step(state, batch) -> (state, metrics)`.
+
+    Coarse-to-fine training (loss_settings.coarse_steps > 0) needs `leak_settings` for its
+    micro -> macro map.
 
     Args:
       model: the Flax module (docs/model_api.md).
@@ -124,6 +153,9 @@ def make_train_step(
       are neither a class nor the no-label id: a data or model bug).
     """
 
+    if loss_settings.coarse_steps and leak_settings is None:
+        raise ValueError("coarse-to-fine training (coarse_steps > 0) needs a hierarchy")
+
     def loss_fn(params, state: TrainState, batch, dropout_key):
         variables = {"params": params}
         mutable = []
@@ -134,6 +166,9 @@ def make_train_step(
             variables, batch, train=True, mutable=mutable, rngs={"dropout": dropout_key}
         )
         loss = model_loss(point_logits, batch, aux, loss_settings, label_space, spec)
+        if loss_settings.coarse_steps:
+            coarse = coarse_loss(aux, label_space, leak_settings.micro_to_macro)
+            loss = jnp.where(state.step < loss_settings.coarse_steps, coarse, loss)
         terms = {"loss_model": loss}
         prototypes = state.prototypes
         label_errors = jnp.zeros((), jnp.int32)

@@ -167,6 +167,7 @@ def loss_settings(
         ce_weight=float(fields["ce_weight"]),
         point_class_weights=weights(fields["point_ce_weighting"]),
         ce_reduction=fields["ce_reduction"],
+        coarse_steps=int(round(fields["coarse_fraction"] * config.train.num_steps)),
     )
 
 
@@ -417,10 +418,13 @@ def collect_features(
     """
     label_space = data.label_space
 
-    @jax.jit
-    def features_of(variables, batch):
+    def features(variables, batch):
         _, aux = model.apply(variables, batch, train=False)
         return aux["features"], aux["feature_labels"], aux["feature_mask"]
+
+    # Replicated outputs: with several processes each one fetches the whole batch's features (a
+    # batch-sharded array spans other processes' devices) and every process draws the same sample.
+    features_of = jax.jit(features, out_shardings=replicated_sharding(mesh))
 
     rng = np.random.default_rng(seed)
     kept_feats, kept_labels, kept_keys = [], [], []
