@@ -150,8 +150,17 @@ def test_evaluation_matches_a_per_scan_numpy_count(smoke_run, cache_dir):
     assert logged["val_iou/car"] == pytest.approx(independent["iou_per_class"][1], abs=1e-12)
 
 
-def test_resume_after_phase_one_does_not_repeat_it(smoke_run, tmp_path, cache_dir):
-    config, _, report = smoke_run
+def _pointmlp_smoke():
+    """The smoke pipeline with a model that compiles in about a second (bookkeeping tests)."""
+    config = semkitti_configs.get_config("smoke")
+    config.model.name = "pointmlp"
+    config.model.kwargs = {"hidden_sizes": (16, 16)}
+    return config
+
+
+def test_resume_after_phase_one_does_not_repeat_it(tmp_path, cache_dir):
+    config = _pointmlp_smoke()
+    report = pipeline.run_pipeline(config, tmp_path / "straight", cache_dir=str(cache_dir))
     workdir = tmp_path / "resumed"
     pipeline.run_pipeline(config, workdir, phases=(1,), cache_dir=str(cache_dir))
     assert not (workdir / "hierarchy.json").exists()
@@ -202,6 +211,9 @@ def test_command_line_runs_a_phase_subset(smoke_run, cache_dir):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # our progress lines reach the terminal, dependencies' INFO floods (Orbax) do not
+    assert "phases 4 done in" in result.stderr
+    assert "orbax" not in result.stderr.lower()
     rewritten = json.loads((workdir / "report.json").read_text())
     assert rewritten["runs"] == json.loads(json.dumps(report["runs"]))
 
@@ -209,9 +221,7 @@ def test_command_line_runs_a_phase_subset(smoke_run, cache_dir):
 def test_variants_and_seeds_share_one_baseline_and_resume(tmp_path, cache_dir):
     """Two LEAK variants x two seeds in one work directory: one baseline, one hierarchy per
     distinct grouping, four LEAK runs; a second call (as after a kill) trains nothing again."""
-    config = semkitti_configs.get_config("smoke")
-    config.model.name = "pointmlp"  # compiles in about a second: the run bookkeeping is tested
-    config.model.kwargs = {"hidden_sizes": (16, 16)}
+    config = _pointmlp_smoke()
     config.train.num_steps = 3
     config.train.eval_every = 3
     workdir = tmp_path / "variants"

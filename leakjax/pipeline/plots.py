@@ -57,10 +57,14 @@ def plot_conductance(hierarchy: Hierarchy, path: pathlib.Path) -> None:
 
 
 def plot_dendrogram(hierarchy: Hierarchy, path: pathlib.Path) -> None:
-    """The dendrogram consistent with the partition, leaves coloured by macro class."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    """The hierarchy's tree (Fig. 3), leaves coloured by macro class.
+
+    For the paper's bisection (hierarchy.tree), every split is labelled with its conductance,
+    the splits that make the macro classes in black, the finer ones in grey.
+    """
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     if hierarchy.linkage is not None and len(hierarchy.linkage):
-        scipy_hierarchy.dendrogram(
+        drawn = scipy_hierarchy.dendrogram(
             hierarchy.linkage,
             labels=hierarchy.class_names,
             ax=ax,
@@ -71,7 +75,22 @@ def plot_dendrogram(hierarchy: Hierarchy, path: pathlib.Path) -> None:
         for label in ax.get_xmajorticklabels():
             micro = hierarchy.class_names.index(label.get_text())
             label.set_color(colours(int(hierarchy.micro_to_macro[micro]) % 10))
-    ax.set_title("classes merged by confusion (leaf colour = macro class)")
+        splits = {round(float(n["height"]), 6): n for n in hierarchy.tree if "height" in n}
+        for xs, ys in zip(drawn["icoord"], drawn["dcoord"]):
+            split = splits.get(round(float(ys[1]), 6))
+            if split is not None and split.get("conductance") is not None:
+                ax.annotate(
+                    f"{split['conductance']:.2f}",
+                    ((xs[1] + xs[2]) / 2, ys[1]),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6,
+                    color="black" if split.get("macro") else "grey",
+                )
+    title = "classes merged by confusion (leaf colour = macro class)"
+    if hierarchy.tree:
+        title += "; split conductance at each node"
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -17,7 +17,6 @@ lowest index.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 from collections.abc import Mapping, Sequence
 
@@ -35,10 +34,8 @@ from leakjax.label_space import LabelSpace  # noqa: E402
 from leakjax.range_image import spherical_projection  # noqa: E402
 from leakjax.train import input_pipeline, trainer  # noqa: E402
 from leakjax.train.mesh import (  # noqa: E402
-    batch_sharding,
     check_batch_size,
     global_batch,
-    replicated_sharding,
 )
 
 BACKGROUND = (255, 255, 255)
@@ -56,7 +53,6 @@ DIFFERENCE_COLORS = {
 _DPI = 100
 _MARGIN, _TITLE, _ROW_LABEL, _GAP = 10, 24, 22, 8
 _SWATCH, _LEGEND_ROW, _LEGEND_COLUMN = 12, 18, 170
-_INDEX_KEY = "_render_source_index"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,7 +398,9 @@ def predict_points(
     source = _Subset(getattr(data, split), indices)
     batch_size = config.eval.batch_size
     check_batch_size(batch_size, mesh, "config.eval.batch_size")
-    predict = _predictor(model, mesh, label_space, spec.mask_key, config.eval.predict_ignored)
+    predict = trainer.inspect_step(
+        model, mesh, label_space, spec.mask_key, config.eval.predict_ignored
+    )
     prepare = getattr(model, "prepare_batch", None)
     input_key = next(k for k in spec.fields if k != spec.label_key)
     batches = input_pipeline.eval_batches(
@@ -411,19 +409,18 @@ def predict_points(
     variables = state.variables()
     results = []
     for start, batch in zip(range(0, len(source), batch_size), batches):
-        mask = batch[spec.mask_key]
-        capacity = mask.shape[1:]
-        positions = np.arange(int(np.prod(capacity)), dtype=np.int32).reshape(capacity)
-        batch = {**batch, _INDEX_KEY: np.broadcast_to(positions, mask.shape).copy()}
+        capacity = batch[spec.mask_key].shape[1:]
+        batch = trainer.with_positions(batch, spec.mask_key)
         if prepare is not None:
             batch = prepare(batch)
-            if _INDEX_KEY not in batch:
+            if trainer.INDEX_KEY not in batch:
                 raise ValueError(
                     f"{type(model).__name__}.prepare_batch drops unknown batch fields: its "
                     "predictions cannot be put back in the source's order"
                 )
         outputs = jax.device_get(predict(variables, global_batch(batch, mesh)))
-        prediction, position, valid, overflow = outputs
+        prediction, position = outputs["prediction"], outputs["position"]
+        valid, overflow = outputs["mask"], outputs["overflow"]
         if bool(overflow):
             raise trainer.CapacityOverflowError(f"render batch {start}: model capacity overflow")
         for row in range(min(batch_size, len(source) - start)):
@@ -442,37 +439,6 @@ def predict_points(
             out[where] = prediction[row][valid[row]]
             results.append((sample[input_key], sample[spec.label_key], out))
     return results
-
-
-def _predictor(model, mesh, label_space: LabelSpace, mask_key: str, predict_ignored: bool):
-    """jit (variables, batch) -> replicated (prediction, entry position, mask, overflow); one per
-    equal model, so a baseline and a LEAK run of one architecture share its compilation."""
-    try:
-        hash((model, mesh, label_space))
-    except TypeError:  # a model field that is not hashable (e.g. a list)
-        return _make_predictor(model, mesh, label_space, mask_key, predict_ignored)
-    return _cached_predictor(model, mesh, label_space, mask_key, predict_ignored)
-
-
-def _make_predictor(model, mesh, label_space: LabelSpace, mask_key: str, predict_ignored: bool):
-
-    def predict(variables, batch):
-        batch = dict(batch)
-        position = batch.pop(_INDEX_KEY)
-        logits, aux = model.apply(variables, batch, train=False)
-        if predict_ignored:
-            prediction = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        else:
-            prediction = label_space.predict(logits)
-        return prediction, position, batch[mask_key], jnp.any(aux["overflow"])
-
-    replicated = replicated_sharding(mesh)
-    return jax.jit(
-        predict, in_shardings=(replicated, batch_sharding(mesh)), out_shardings=replicated
-    )
-
-
-_cached_predictor = functools.lru_cache(maxsize=4)(_make_predictor)
 
 
 def render_validation(

@@ -21,16 +21,13 @@ logger = logging.getLogger("leakjax")
 
 
 def readable_logs(level: int = logging.INFO) -> None:
-    """Our progress lines at `level`, dependencies' INFO floods (Orbax logs every save) hidden."""
+    """Our progress lines at `level`, dependencies' INFO floods hidden (Orbax logs every save at
+    INFO through absl's logger). Under `absl.app.run` the root logger already has absl's handler;
+    only the named loggers' levels are set."""
     logging.basicConfig(level=level, format="%(asctime)s %(message)s")
+    logging.getLogger("leakjax").setLevel(level)
     for chatty in ("absl", "orbax", "jax", "etils", "tensorflow_datasets"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    try:
-        from absl import logging as absl_logging  # noqa: PLC0415 - absl routes Orbax's INFO
-
-        absl_logging.set_verbosity(absl_logging.WARNING)
-    except ImportError:
-        pass
 
 
 class NonFiniteLossError(FloatingPointError):

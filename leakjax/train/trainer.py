@@ -7,6 +7,7 @@ the label space) and a model from `MODELS` honouring docs/model_api.md.
 """
 
 import dataclasses
+import functools
 import logging
 import pathlib
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -28,7 +30,12 @@ from leakjax.models import MODELS
 from leakjax.train import input_pipeline
 from leakjax.train.checkpoint import Checkpointer, restore_or_initialize
 from leakjax.train.logging import MetricWriter, Progress, check_finite, format_eta
-from leakjax.train.mesh import check_batch_size, global_batch, replicated_sharding
+from leakjax.train.mesh import (
+    batch_sharding,
+    check_batch_size,
+    global_batch,
+    replicated_sharding,
+)
 from leakjax.train.optim import make_optimizer
 from leakjax.train.state import TrainState, init_train_state
 from leakjax.train.steps import LossSettings, make_eval_step, make_train_step
@@ -400,6 +407,61 @@ def _fetch_confusion(outputs: dict[str, jax.Array], index: int) -> np.ndarray:
     return np.asarray(host["confusion"], np.int64)
 
 
+INDEX_KEY = "_entry_index"  # batch field: every entry's position in the padded sample
+
+
+def with_positions(batch: dict[str, np.ndarray], mask_key: str) -> dict[str, np.ndarray]:
+    """The batch plus INDEX_KEY int32 [B, *S]: each entry's flat position before the model's
+    `prepare_batch`, which may permute entries (RandLA-Net's shuffle): outputs can be put back."""
+    mask = batch[mask_key]
+    capacity = mask.shape[1:]
+    positions = np.arange(int(np.prod(capacity)), dtype=np.int32).reshape(capacity)
+    return {**batch, INDEX_KEY: np.broadcast_to(positions, mask.shape).copy()}
+
+
+def inspect_step(
+    model: nn.Module, mesh: Mesh, label_space: LabelSpace, mask_key: str, predict_ignored: bool
+) -> Callable[[dict, dict], dict[str, jax.Array]]:
+    """jit (variables, batch with INDEX_KEY) -> replicated {prediction, position, mask, overflow,
+    features, feature_labels, feature_mask}: per-entry predictions (as the eval step predicts) and
+    the features LEAK aligns, for figures and Tab. VI. One compilation per equal model (cached),
+    so a baseline and a LEAK run of one architecture share it. Replicated outputs: with several
+    processes every process can fetch the whole batch."""
+    try:
+        hash((model, mesh, label_space))
+    except TypeError:  # a model field that is not hashable (e.g. a list)
+        return _make_inspect_step(model, mesh, label_space, mask_key, predict_ignored)
+    return _cached_inspect_step(model, mesh, label_space, mask_key, predict_ignored)
+
+
+def _make_inspect_step(model, mesh, label_space, mask_key, predict_ignored):
+    def inspect(variables, batch):
+        batch = dict(batch)
+        position = batch.pop(INDEX_KEY)
+        logits, aux = model.apply(variables, batch, train=False)
+        if predict_ignored:
+            prediction = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        else:
+            prediction = label_space.predict(logits)
+        return {
+            "prediction": prediction,
+            "position": position,
+            "mask": batch[mask_key],
+            "overflow": jnp.any(aux["overflow"]),
+            "features": aux["features"],
+            "feature_labels": aux["feature_labels"],
+            "feature_mask": aux["feature_mask"],
+        }
+
+    replicated = replicated_sharding(mesh)
+    return jax.jit(
+        inspect, in_shardings=(replicated, batch_sharding(mesh)), out_shardings=replicated
+    )
+
+
+_cached_inspect_step = functools.lru_cache(maxsize=4)(_make_inspect_step)
+
+
 def collect_features(
     model: nn.Module,
     state: TrainState,
@@ -417,14 +479,7 @@ def collect_features(
     features over the whole split (the feature geometry of Tab. VI is computed on it).
     """
     label_space = data.label_space
-
-    def features(variables, batch):
-        _, aux = model.apply(variables, batch, train=False)
-        return aux["features"], aux["feature_labels"], aux["feature_mask"]
-
-    # Replicated outputs: with several processes each one fetches the whole batch's features (a
-    # batch-sharded array spans other processes' devices) and every process draws the same sample.
-    features_of = jax.jit(features, out_shardings=replicated_sharding(mesh))
+    inspect = inspect_step(model, mesh, label_space, data.spec.mask_key, False)
 
     rng = np.random.default_rng(seed)
     kept_feats, kept_labels, kept_keys = [], [], []
@@ -436,8 +491,12 @@ def collect_features(
         label_fill=label_space.no_label,
     )
     variables = state.variables()
+    batches = (with_positions(batch, data.spec.mask_key) for batch in batches)
     for host_batch in input_pipeline.prefetch(prepare_batches(model, batches)):
-        feats, labels, mask = jax.device_get(features_of(variables, global_batch(host_batch, mesh)))
+        outputs = inspect(variables, global_batch(host_batch, mesh))
+        feats, labels, mask = jax.device_get(
+            (outputs["features"], outputs["feature_labels"], outputs["feature_mask"])
+        )
         feats = np.asarray(feats).reshape(-1, feats.shape[-1])
         micro, valid = label_space.micro_labels(np.asarray(labels).reshape(-1), mask.reshape(-1))
         kept_feats.append(feats[valid].astype(np.float32))
