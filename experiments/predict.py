@@ -59,6 +59,7 @@ from datasets.pointcloud_files import (
     write_labelled_ply,
 )
 from datasets.registry import DATASETS
+from experiments.configs.base import restore_config
 from leakjax.data import Dataset
 from leakjax.label_space import LabelSpace
 from leakjax.leak import Hierarchy
@@ -164,9 +165,7 @@ def read_run(run_dir: str | pathlib.Path, workdir_config: str | None = None) -> 
             f"--run {run_dir}: its checkpoint metadata has no config; pass --workdir_config "
             f"(e.g. {run_dir.parent / 'config.json'})"
         )
-    config = ml_collections.ConfigDict(config_dict)
-    # JSON turned the model's tuple arguments into lists; the modules were written for tuples.
-    config.model.kwargs = ml_collections.ConfigDict(_tuples(config.model.kwargs.to_dict()))
+    config = restore_config(config_dict)  # today's schema; JSON lists back to tuples
     if config.data.name not in DATASETS:
         raise ValueError(f"config.data.name={config.data.name!r}: not in {sorted(DATASETS)}")
     spec = DATASETS[config.data.name].spec
@@ -176,14 +175,6 @@ def read_run(run_dir: str | pathlib.Path, workdir_config: str | None = None) -> 
             "point clouds (x, y, z, remission); predict reads point clouds only"
         )
     return LoadedRun(run_dir, config, metadata, int(step))
-
-
-def _tuples(value):
-    if isinstance(value, dict):
-        return {key: _tuples(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return tuple(_tuples(item) for item in value)
-    return value
 
 
 def predict_scans(

@@ -232,7 +232,7 @@ def test_gradients_finite_and_overfit_one_scan(setup):
         state, mesh_lib.replicated_sharding(mesh_lib.make_data_mesh(jax.devices()[:1]))
     )
     history = []
-    for step in range(50):
+    for step in range(30):
         state, metrics = train_step(state, batch)
         history.append(float(metrics["loss"]))
         if step == 0:

@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.name = "cylinder3d"  # a key of leakjax.models.MODELS
     config.model.kwargs = {}
+    # Path of torchvision ResNet-50/101 ImageNet weights (.npz state dict, or .pth with torch) for
+    # the model's "backbone" (DeepLabV3; leakjax/models/torch_import.py); "": from scratch.
+    config.model.pretrained = ""
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"  # adam | adamw | sgd
@@ -124,3 +127,38 @@ def base_config() -> ml_collections.ConfigDict:
     # Phase 4 renders this many validation samples (render_<k>.png: truth, baseline, LEAK, diff).
     config.eval.renders = 2
     return config
+
+
+def restore_config(saved: dict) -> ml_collections.ConfigDict:
+    """A config saved as JSON (checkpoint metadata, config.json) on today's schema: fields the
+    saved one lacks keep their defaults (a run saved before a field existed still loads); a saved
+    field the schema does not know is an error naming it; JSON lists become tuples where the
+    schema holds tuples, and the model's keyword arguments become tuples too (Flax modules hash
+    their fields)."""
+    config = base_config()
+
+    def merge(node: ml_collections.ConfigDict, values: dict, path: str) -> None:
+        for key, value in values.items():
+            if key not in node:
+                raise ValueError(f"saved config field {path}{key} is not in the schema")
+            current = node[key]
+            if isinstance(current, ml_collections.ConfigDict) and path + key in _SECTIONS:
+                merge(current, value, f"{path}{key}.")
+            elif isinstance(current, tuple) and isinstance(value, list):
+                node[key] = _tuples(value)
+            else:
+                node[key] = _tuples(value) if path + key == "model.kwargs" else value
+
+    merge(config, saved, "")
+    return config
+
+
+_SECTIONS = ("data", "model", "optimizer", "loss", "leak", "train", "eval")
+
+
+def _tuples(value):
+    if isinstance(value, dict):
+        return {key: _tuples(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return tuple(_tuples(item) for item in value)
+    return value

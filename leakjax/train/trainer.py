@@ -26,7 +26,7 @@ from leakjax.data import Dataset
 from leakjax.label_space import LabelSpace
 from leakjax.leak.objective import LeakSettings
 from leakjax.metrics import segmentation_metrics
-from leakjax.models import MODELS
+from leakjax.models import MODELS, torch_import
 from leakjax.train import input_pipeline
 from leakjax.train.checkpoint import Checkpointer, restore_or_initialize
 from leakjax.train.logging import MetricWriter, Progress, check_finite, format_eta
@@ -113,13 +113,20 @@ def build_run(
     # Cylinder3D against 4 s with the RBG generator); still deterministic for a seed.
     init_key = jax.random.key(config.seed, impl="unsafe_rbg")
     replicated = replicated_sharding(mesh)
-    init_fn = jax.jit(
-        lambda: init_train_state(model, tx, example, init_key, init_prototypes),
+    # config.model.pretrained: converted torchvision weights (leakjax/models/torch_import.py)
+    # replace the fresh params/batch_stats["backbone"] (and the optimiser state is re-initialised);
+    # the file is read only when a state is initialised, not for shapes, resuming or evaluation.
+    init_state = jax.jit(
+        lambda backbone: torch_import.with_backbone(
+            init_train_state(model, tx, example, init_key, init_prototypes), backbone, tx
+        ),
         out_shardings=replicated,
     )
+    pretrained = config.model.pretrained
+    init_fn = lambda: init_state(torch_import.load_backbone(pretrained) if pretrained else None)
     abstract_state = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
-        jax.eval_shape(init_fn),
+        jax.eval_shape(init_state, None),
     )
     checkpointer = Checkpointer(
         run_dir / "checkpoints",
