@@ -181,14 +181,13 @@ def run_worker(init_size: int, mode: str, reps: int, azimuth_steps: int) -> dict
     import resource
 
     import jax
-    import jax.numpy as jnp
     import optax
 
     from datasets.semantic_kitti.labels import LABEL_SPACE
     from leakjax.models.cylinder3d import Cylinder3D
     from leakjax.train import mesh as mesh_lib
     from leakjax.train.batch import point_cloud_spec
-    from leakjax.train.state import TrainState
+    from leakjax.train.state import state_from_variables
     from leakjax.train.steps import LossSettings, make_train_step
 
     points, labels = synthetic_scan(azimuth_steps)
@@ -220,14 +219,7 @@ def run_worker(init_size: int, mode: str, reps: int, azimuth_steps: int) -> dict
             point_cloud_spec(4),
             donate=False,
         )
-        state = TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=variables["params"],
-            batch_stats=variables["batch_stats"],
-            prototypes={},
-            opt_state=optimizer.init(variables["params"]),
-        )
-        state = jax.device_put(state, mesh_lib.replicated_sharding(mesh))
+        state = state_from_variables(variables, optimizer, mesh_lib.replicated_sharding(mesh))
 
         def step(state, batch):
             state, metrics = train_step(state, batch)

@@ -23,7 +23,7 @@ from leakjax.models import MODELS
 from leakjax.models.cylinder3d import DOWN_STRIDES, Cylinder3D, cumulative_strides
 from leakjax.train import mesh as mesh_lib
 from leakjax.train.batch import point_cloud_spec
-from leakjax.train.state import TrainState
+from leakjax.train.state import state_from_variables
 from leakjax.train.steps import LossSettings, make_train_step
 
 GRID_SHAPE = (32, 24, 16)
@@ -220,17 +220,9 @@ def point_miou(predictions: np.ndarray, batch: dict[str, np.ndarray]) -> float:
 
 def test_gradients_finite_and_overfit_one_scan(setup):
     model, batch, variables, evaluate, optimizer, train_step = setup
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        prototypes={},
-        opt_state=optimizer.init(variables["params"]),
-    )
     # placed as the step's outputs are, so the step compiles once (not again at step 2)
-    state = jax.device_put(
-        state, mesh_lib.replicated_sharding(mesh_lib.make_data_mesh(jax.devices()[:1]))
-    )
+    replicated = mesh_lib.replicated_sharding(mesh_lib.make_data_mesh(jax.devices()[:1]))
+    state = state_from_variables(variables, optimizer, replicated)
     history = []
     for step in range(30):
         state, metrics = train_step(state, batch)

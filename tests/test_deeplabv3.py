@@ -20,7 +20,7 @@ from leakjax.models import MODELS
 from leakjax.models.deeplabv3 import ASPP, DeepLabV3, upsample_logits
 from leakjax.train import mesh as mesh_lib
 from leakjax.train.batch import image_spec, pad_batch
-from leakjax.train.state import TrainState
+from leakjax.train.state import state_from_variables
 from leakjax.train.steps import LossSettings, make_eval_step, make_train_step
 
 TINY = dict(
@@ -421,15 +421,7 @@ def test_overfits_two_scenes_with_the_train_step(tiny_model):
         model, tx, mesh, jax.random.key(0), LossSettings(), LABEL_SPACE, spec, donate=False
     )
     eval_step = make_eval_step(model, mesh, LABEL_SPACE, spec)
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        prototypes={},
-        opt_state=tx.init(variables["params"]),
-    )
-    # placed as the step's shardings, or its second call compiles again for the new placement
-    state = jax.device_put(state, mesh_lib.replicated_sharding(mesh))
+    state = state_from_variables(variables, tx, mesh_lib.replicated_sharding(mesh))
     batch = jax.device_put(batch, mesh_lib.batch_sharding(mesh))
     first = None
     for _ in range(OVERFIT_STEPS):

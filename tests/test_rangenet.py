@@ -27,7 +27,7 @@ from leakjax.models.rangenet import (
 )
 from leakjax.train import mesh as mesh_lib
 from leakjax.train.batch import point_cloud_spec
-from leakjax.train.state import TrainState
+from leakjax.train.state import state_from_variables
 from leakjax.train.steps import LossSettings, make_train_step
 
 HEIGHT, WIDTH = 16, 64
@@ -192,15 +192,7 @@ def overfit(model, variables, batch, learning_rate, num_steps):
         point_cloud_spec(4),
         donate=False,
     )
-    state = TrainState(
-        step=np.zeros((), np.int32),
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        prototypes={},
-        opt_state=optimizer.init(variables["params"]),
-    )
-    # Placed as the step's outputs are (replicated), so the second step does not recompile.
-    state = jax.device_put(state, mesh_lib.replicated_sharding(mesh))
+    state = state_from_variables(variables, optimizer, mesh_lib.replicated_sharding(mesh))
     device_batch = mesh_lib.global_batch(batch, mesh)
     history = []
     for _ in range(num_steps):

@@ -129,6 +129,22 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def smoke_schedule(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The tests' schedule for any `smoke` variant: batch 4, 6 steps, logs every 2, checkpoints
+    and validation every 3, synchronous checkpoints, no TensorBoard, no prefetch thread."""
+    config.data.prefetch = 0
+    config.leak.k_max = 5
+    config.train.batch_size = 4
+    config.eval.batch_size = 4
+    config.train.num_steps = 6
+    config.train.log_every = 2
+    config.train.checkpoint_every = 3
+    config.train.eval_every = 3
+    config.train.async_checkpointing = False
+    config.train.tensorboard = False
+    return config
+
+
 def restore_config(saved: dict) -> ml_collections.ConfigDict:
     """A config saved as JSON (checkpoint metadata, config.json) on today's schema: fields the
     saved one lacks keep their defaults (a run saved before a field existed still loads); a saved

@@ -17,7 +17,7 @@ import math
 
 import ml_collections
 
-from experiments.configs.base import base_config
+from experiments.configs.base import base_config, smoke_schedule
 
 _SCANS_PER_EPOCH_SEMANTIC_KITTI = 19130  # training scans of sequences 00-07, 09-10
 
@@ -63,7 +63,6 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.data.synthetic.scans_per_sequence = 3
     config.data.synthetic.generator_kwargs = {"azimuth_steps": 128, "frame_step": 5}
     config.data.buckets = [8192, 10240]
-    config.data.prefetch = 0
     config.model.kwargs = {
         "grid_shape": (32, 24, 16),
         "init_size": 4,
@@ -71,16 +70,7 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "capacities": (4096, 2048, 1024, 512, 256),
         "conv_method": "gather",
     }
-    config.leak.k_max = 5
-    config.train.batch_size = 4
-    config.train.num_steps = 6
-    config.train.log_every = 2
-    config.train.checkpoint_every = 3
-    config.train.eval_every = 3
-    config.train.async_checkpointing = False
-    config.train.tensorboard = False
-    config.eval.batch_size = 4
-    return config
+    return smoke_schedule(config)
 
 
 def _full(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

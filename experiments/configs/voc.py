@@ -12,7 +12,7 @@ Every field (experiments/configs/base.py) can be overridden from the command lin
 
 import ml_collections
 
-from experiments.configs.base import base_config
+from experiments.configs.base import base_config, smoke_schedule
 
 
 def _voc(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -54,18 +54,8 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.data.synthetic.num_val = 4
     config.data.transform_kwargs = {"deeplab_augment": {"crop_size": 64}}
     config.data.buckets = [[64, 64], [96, 96]]
-    config.data.prefetch = 0
     config.model.kwargs = {"stage_sizes": (1, 1, 1, 1), "width": 8, "aspp_channels": 16}
-    config.leak.k_max = 5
-    config.train.batch_size = 4
-    config.eval.batch_size = 4
-    config.train.num_steps = 6
-    config.train.log_every = 2
-    config.train.checkpoint_every = 3
-    config.train.eval_every = 3
-    config.train.async_checkpointing = False
-    config.train.tensorboard = False
-    return config
+    return smoke_schedule(config)
 
 
 def _full(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

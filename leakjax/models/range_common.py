@@ -209,3 +209,32 @@ def range_outputs(
         "overflow": jnp.zeros((batch_size,), bool),
     }
     return point_logits, aux
+
+
+def segment_through_range_image(
+    model: nn.Module, batch: dict[str, jax.Array], network: nn.Module, train: bool
+):
+    """A range-image model's forward: project the batch's scans (the model's height, width, field
+    of view and sensor statistics), run the 2-D `network` (inputs [B, H, W, 5] -> (pixel logits,
+    features)) and read every point's logits back (`range_outputs`, with the model's kNN
+    post-processing settings). Returns (logits [B, P, C], aux)."""
+    projection, inputs, label_image = project_scans(
+        batch,
+        height=model.height,
+        width=model.width,
+        fov_up_deg=model.fov_up_deg,
+        fov_down_deg=model.fov_down_deg,
+        img_means=model.img_means,
+        img_stds=model.img_stds,
+        ignore_index=model.ignore_index,
+    )
+    pixel_logits, features = network(inputs, train)
+    return range_outputs(
+        pixel_logits,
+        features,
+        projection,
+        label_image,
+        batch["point_mask"],
+        ignore_index=model.ignore_index,
+        knn=knn_arguments(model, train),
+    )

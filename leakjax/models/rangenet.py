@@ -48,9 +48,7 @@ import jax.numpy as jnp
 from leakjax.models.range_common import (
     ChannelDropout,
     check_image_size,
-    knn_arguments,
-    project_scans,
-    range_outputs,
+    segment_through_range_image,
     torch_conv,
 )
 from leakjax.range_image import (
@@ -267,17 +265,7 @@ class RangeNet(nn.Module):
           range image's pixel logits [B, H, W, C], label image and projection mask).
         """
         self._check()
-        projection, inputs, label_image = project_scans(
-            batch,
-            height=self.height,
-            width=self.width,
-            fov_up_deg=self.fov_up_deg,
-            fov_down_deg=self.fov_down_deg,
-            img_means=self.img_means,
-            img_stds=self.img_stds,
-            ignore_index=self.ignore_index,
-        )
-        pixel_logits, features = DarkNetSegmenter(
+        network = DarkNetSegmenter(
             num_classes=self.num_classes,
             depth=self.depth,
             base_width=self.base_width,
@@ -287,13 +275,5 @@ class RangeNet(nn.Module):
             detach_skips=self.detach_skips,
             feature_level=self.feature_level,
             name="network",
-        )(inputs, train)
-        return range_outputs(
-            pixel_logits,
-            features,
-            projection,
-            label_image,
-            batch["point_mask"],
-            ignore_index=self.ignore_index,
-            knn=knn_arguments(self, train),
         )
+        return segment_through_range_image(self, batch, network, train)

@@ -89,3 +89,24 @@ def init_train_state(
         prototypes=prototypes,
         opt_state=tx.init(params),
     )
+
+
+def state_from_variables(
+    variables: dict[str, PyTree],
+    tx: optax.GradientTransformation,
+    sharding: jax.sharding.Sharding | None = None,
+    prototypes: PyTree | None = None,
+) -> TrainState:
+    """A step-0 state from initialised Flax variables (own training loops, tests, benchmarks).
+
+    With `sharding` (e.g. the mesh's replicated sharding) the state is placed as a jitted train
+    step returns it, so the step's second call does not compile again for a new placement.
+    """
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        prototypes={} if prototypes is None else prototypes,
+        opt_state=tx.init(variables["params"]),
+    )
+    return state if sharding is None else jax.device_put(state, sharding)
