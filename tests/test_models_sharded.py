@@ -1,6 +1,8 @@
-"""Every registered segmentation network's train step (the trainer's, with LEAK) on 4 simulated
-devices equals the same step on 1 device: losses, parameters, BatchNorm statistics, prototypes.
-(Cylinder3D and PointMLP: tests/test_train.py.)"""
+"""RandLA-Net's and DeepLabV3's train step (the trainer's, with LEAK) on 4 simulated devices equals
+the same step on 1 device: losses, parameters, BatchNorm statistics, prototypes. (Cylinder3D and
+PointMLP: tests/test_train.py. RangeNet and SalsaNext pass the same check, 25-30 s each, left out
+of the suite for its 15-minute budget: add {"rangenet": {"depth": 21, "base_width": 4, "height":
+16, "width": 64}, "salsanext": {"base_width": 4, "height": 16, "width": 64}} to CASES.)"""
 
 import jax
 import numpy as np
@@ -41,8 +43,6 @@ class ImageSource:
 
 CASES = {
     "randla_net": {"d_out": (8, 16), "sub_sampling_ratio": (4, 4), "k_n": 8},
-    "rangenet": {"depth": 21, "base_width": 4, "height": 16, "width": 64},
-    "salsanext": {"base_width": 4, "height": 16, "width": 64},
     "deeplabv3": {"stage_sizes": (1, 1, 1, 1), "width": 4, "aspp_channels": 8},
 }
 
