@@ -7,7 +7,10 @@ import pytest
 from experiments.configs import semkitti, voc
 from experiments.configs.base import base_config, restore_config
 
-SEMKITTI = ("", "smoke", "full", "randla", "randla_smoke", "randla_full", "rangenet", "salsanext")
+SEMKITTI = (
+    *("", "smoke", "full", "randla", "randla_smoke", "randla_full"),
+    *("rangenet", "salsanext", "rangenet_full", "salsanext_full"),
+)
 VARIANTS = [(semkitti, v) for v in SEMKITTI] + [(voc, v) for v in ("", "smoke", "full")]
 
 

@@ -228,3 +228,45 @@ def test_randla_crop_keeps_the_nearest_points_of_a_scan_point_and_sizes_the_buck
         )
     )
     assert batch["points"].shape[1] == 32 and batch["point_mask"].all()
+
+
+def _released_salsanext_drop(count: int, fraction: float, draws: np.ndarray) -> np.ndarray:
+    """The released deletion (np.delete of randint(0, N - 1, int(N f)) indices): kept ids."""
+    assert len(draws) == int(count * fraction) and (draws < count - 1).all()
+    return np.delete(np.arange(count), draws)
+
+
+def test_salsanext_augment_follows_the_released_draws():
+    """salsanext_augment against a restatement of the released rule on 400 scans: about half
+    untouched; otherwise y flipped and/or a translation inside the released box, and the distinct
+    dropped indices deleted from points and labels alike (labels travel with their points)."""
+    (augment_fn,) = build_transforms(["salsanext_augment"])
+    count = 200
+    xyz = np.random.default_rng(0).normal(size=(count, 3)).astype(np.float32) * 10
+    ids = np.arange(count, dtype=np.float32)
+    sample = {"points": np.column_stack([xyz, ids]), "labels": np.arange(count, dtype=np.int32)}
+    untouched = flipped = translated = 0
+    for seed in range(400):
+        out = augment_fn(sample, np.random.default_rng(seed))
+        kept = out["points"][:, 3].astype(int)
+        np.testing.assert_array_equal(out["labels"], kept)  # the same rows of every field
+        if out is sample:
+            untouched += 1
+            continue
+        # replay the released draws with the same generator: apply, DA, flip, fraction, shift
+        rng = np.random.default_rng(seed)
+        assert rng.random() < 0.5
+        do_translate, do_flip = rng.random() < 0.5, rng.random() < 0.5
+        fraction = rng.uniform(0.0, 0.5)
+        shift = rng.uniform([-5, -3, -1], [5, 3, 0]) if do_translate else np.zeros(3)
+        expected_ids = _released_salsanext_drop(
+            count, fraction, rng.integers(0, count - 1, size=int(count * fraction))
+        )
+        np.testing.assert_array_equal(kept, expected_ids)
+        assert count - 1 in kept  # the released range never drops the last point
+        expected = xyz[kept] * np.array([1, -1 if do_flip else 1, 1], np.float32)
+        np.testing.assert_allclose(out["points"][:, :3], expected + shift, atol=1e-4)
+        flipped += do_flip
+        translated += do_translate
+    assert 160 < untouched < 240 and 60 < flipped < 140 and 60 < translated < 140
+    np.testing.assert_array_equal(sample["labels"], np.arange(count))  # input not modified

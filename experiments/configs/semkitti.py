@@ -9,6 +9,7 @@
   "randla_smoke" RandLA-Net shrunk for the tests.
   "randla_full" the released RandLA-Net recipe (45056-point crops, batch 6, 100 epochs).
   "rangenet", "salsanext"  the range-image models on the default run's world (64 x 512 images).
+  "rangenet_full", "salsanext_full"  their released recipes (64 x 2048, kNN post-processing).
 Every field (experiments/configs/base.py) can be overridden from the command line, e.g.
 `--config.train.num_steps=2000`.
 """
@@ -153,12 +154,13 @@ def _randla_full(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 def _range_model(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
     """RangeNet++ (DarkNet21) or SalsaNext with their released loss and optimiser: weighted NLL
     w = 1 / (f + 0.001) (+ Lovasz for SalsaNext), SGD momentum 0.9, weight decay 1e-4, one epoch
-    of warm-up then x0.995 (RangeNet21) / x0.99 (SalsaNext) per epoch; no augmentation (SalsaNext's
-    random drops and translations are not implemented). The projection happens inside the model,
-    so the data and its evaluation (every point) are the Cylinder3D pipeline's."""
+    of warm-up then x0.995 (RangeNet21) / x0.99 (SalsaNext) per epoch; RangeNet++ trains without
+    augmentation, SalsaNext with its released one (leakjax/transforms.py salsanext_augment:
+    translation, y flip, dropped points). The projection happens inside the model, so the data
+    and its evaluation (every point) are the Cylinder3D pipeline's."""
     config.model.name = name
     config.model.kwargs = {"depth": 21} if name == "rangenet" else {}
-    config.data.transforms = ()
+    config.data.transforms = ("salsanext_augment",) if name == "salsanext" else ()
     config.loss.ce_weighting = "rangenet"
     config.loss.lovasz_weight = 1.0 if name == "salsanext" else 0.0
     config.optimizer.name = "sgd"
@@ -188,6 +190,30 @@ def _salsanext(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+def _range_full(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """The released recipes on real SemanticKITTI at 64 x 2048 with the kNN post-processing:
+    RangeNet53++ (DarkNet53, batch 8, lr 0.005, x0.99 per epoch) and SalsaNext (batch 24, lr
+    0.01, x0.99 per epoch, its augmentation); one epoch of warm-up, 150 epochs."""
+    config = _range_model(config, name)
+    batch = 8 if name == "rangenet" else 24
+    epoch = math.ceil(_SCANS_PER_EPOCH_SEMANTIC_KITTI / batch)
+    config.model.kwargs = (
+        {"depth": 53, "use_knn": True} if name == "rangenet" else {"use_knn": True}
+    )
+    config.data.buckets = [131072, 163840]
+    config.train.batch_size = batch
+    config.eval.batch_size = 8
+    config.optimizer.learning_rate = 0.005 if name == "rangenet" else 0.01
+    config.optimizer.decay_rate = 0.99
+    config.optimizer.warmup_steps = epoch
+    config.optimizer.decay_every_steps = epoch
+    config.train.num_steps = 150 * epoch
+    config.train.log_every = 100
+    config.train.checkpoint_every = 2000
+    config.train.eval_every = epoch
+    return config
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The pipeline config; `arg` picks a variant (module docstring)."""
     variants = {
@@ -200,6 +226,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "randla_full": _randla_full,
         "rangenet": _rangenet,
         "salsanext": _salsanext,
+        "rangenet_full": lambda config: _range_full(config, "rangenet"),
+        "salsanext_full": lambda config: _range_full(config, "salsanext"),
     }
     arg = arg or ""
     if arg not in variants:
