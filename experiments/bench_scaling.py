@@ -141,8 +141,13 @@ def run_configuration(args, model: str, devices: int, processes: int, platform: 
         for index in range(processes):
             env = {**os.environ, "PYTHONPATH": str(REPO)}
             if platform == "cpu":
-                count = f"--xla_force_host_platform_device_count={devices // processes}"
-                env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=count)
+                # XLA's concurrency-optimised CPU scheduler can deadlock the all-reduces of
+                # several simulated devices (tests/conftest.py sets the same flag).
+                flags = (
+                    f"--xla_force_host_platform_device_count={devices // processes} "
+                    "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+                )
+                env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
             else:  # this process's share of the local accelerators
                 share = range(index * devices // processes, (index + 1) * devices // processes)
                 env["JAX_LOCAL_DEVICE_IDS"] = ",".join(map(str, share))
@@ -156,11 +161,12 @@ def run_configuration(args, model: str, devices: int, processes: int, platform: 
             command += ["--model", model, "--size", args.size, "--steps", str(args.steps)]
             command += ["--global_batch", str(args.global_batch), "--cache", args.cache]
             command += ["--weak_batch", str(args.per_device_batch * devices)]
+            # a file, not a pipe: nobody reads a pipe while waiting, and a full one blocks the child
+            log = open(pathlib.Path(out) / f"process{index}.log", "wb")  # noqa: SIM115
             children.append(
-                subprocess.Popen(
-                    command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-                )
+                subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
             )
+            log.close()
         deadline = time.monotonic() + args.timeout_s
         while any(c.poll() is None for c in children) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -169,7 +175,7 @@ def run_configuration(args, model: str, devices: int, processes: int, platform: 
                 os.kill(child.pid, signal.SIGKILL)
             child.wait()
         if any(c.returncode for c in children):
-            tail = children[0].stdout.read().decode()[-2000:]
+            tail = (pathlib.Path(out) / "process0.log").read_text(errors="replace")[-2000:]
             print(f"{model} {devices} devices / {processes} processes failed:\n{tail}")
             return []
         per_process = [
