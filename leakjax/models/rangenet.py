@@ -117,16 +117,17 @@ class WidthUpConv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", _TRANSPOSE_INIT, (1, 4, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        # The transpose of a stride-2 conv: a conv over the input dilated by 2, padded by
-        # kernel - 1 - padding = 2 on each side, with the kernel flipped.
-        y = jax.lax.conv_general_dilated(
-            x,
-            kernel[:, ::-1].astype(x.dtype),
-            window_strides=(1, 1),
-            padding=((0, 0), (2, 2)),
-            lhs_dilation=(1, 2),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        # Polyphase form of the transposed conv (w = 2 i - 1 + k): even outputs
+        # out[2j] = x[j] K1 + x[j-1] K3, odd outputs out[2j+1] = x[j+1] K0 + x[j] K2, two dense
+        # matmuls interleaved. Same numbers as the lhs-dilated conv, whose weight gradient XLA's
+        # CPU backend ran ~100x slower than its forward (experiments/bench_range.py).
+        kernel = kernel[0].astype(x.dtype)  # [4, C_in, F]
+        padded = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0)))
+        previous, following = padded[:, :, :-2], padded[:, :, 2:]  # x[j-1], x[j+1] (0 outside)
+        even = jnp.concatenate([x, previous], -1) @ jnp.concatenate([kernel[1], kernel[3]], 0)
+        odd = jnp.concatenate([following, x], -1) @ jnp.concatenate([kernel[0], kernel[2]], 0)
+        batch, height, width, _ = x.shape
+        y = jnp.stack([even, odd], axis=3).reshape(batch, height, 2 * width, self.features)
         return y + bias.astype(y.dtype)
 
 
