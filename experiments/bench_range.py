@@ -16,9 +16,10 @@ Models as released (variants `rangenet` / `salsanext` of experiments/configs/sem
 * train (batch `--batch`): the trainer's `make_train_step` with the released loss (CE weighted
   1 / (f + 0.001) over the scans' class counts, + Lovasz for SalsaNext) and optimiser (SGD,
   Nesterov momentum 0.9, weight decay 1e-4).
-On CPU, RangeNet's train step is ~40x its forward (132 s at 64 x 2048 on 2 loaded cores, measured
-once): by a micro-benchmark, the kernel gradient of its transposed width convs (`WidthUpConv`, an
-lhs-dilated conv) is ~100x that conv's forward on XLA:CPU; time it with `--reps 1` there.
+RangeNet's transposed width convs (`WidthUpConv`) were first an lhs-dilated conv, whose kernel
+gradient XLA:CPU ran ~100x slower than its forward (train step ~40x the forward: 132 s at
+64 x 2048 on 2 loaded cores); in polyphase form (two dense matmuls) the step at 64 x 512 went from
+14.7 s to 3.1 s, both measured here on loaded cores.
 Each (model, mode) runs in its own subprocess pinned to `--threads` cores: `ru_maxrss` is its peak
 resident memory (compilation included), with the device's peak where the backend reports one.
 Times are medians of `--reps` runs after one warm-up run. Prints tables; writes JSON (default
