@@ -19,6 +19,10 @@ import ml_collections
 
 from datasets.pascal_voc import source as pascal_voc_source
 from datasets.pascal_voc.labels import LABEL_SPACE as PASCAL_VOC_LABELS
+from datasets.s3dis import source as s3dis_source
+from datasets.s3dis.labels import LABEL_SPACE as S3DIS_LABELS
+from datasets.semantic3d import source as semantic3d_source
+from datasets.semantic3d.labels import LABEL_SPACE as SEMANTIC3D_LABELS
 from datasets.semantic_kitti import source as semantic_kitti_source
 from datasets.semantic_kitti.labels import LABEL_SPACE as SEMANTIC_KITTI_LABELS
 from leakjax.data import Dataset
@@ -47,6 +51,10 @@ DATASETS: dict[str, DatasetEntry] = {
     ),
     "pascal_voc": DatasetEntry(
         PASCAL_VOC_LABELS, pascal_voc_source.SPEC, pascal_voc_source.load_dataset
+    ),
+    "s3dis": DatasetEntry(S3DIS_LABELS, s3dis_source.SPEC, s3dis_source.load_dataset),
+    "semantic3d": DatasetEntry(
+        SEMANTIC3D_LABELS, semantic3d_source.SPEC, semantic3d_source.load_dataset
     ),
 }
 

@@ -4,10 +4,13 @@
         [--phases 1,2,3,4] [--baseline_checkpoint DIR] [--cache_dir DIR]
         [--compilation_cache_dir DIR] [--config.<field>=<value> ...]
 
-`run(default_config, default_workdir)` defines the flags and runs `leakjax.pipeline.run_pipeline`.
+`run(default_config, default_workdir)` defines the flags and runs `leakjax.pipeline.run_pipeline`;
+an entry point may pass `instead`, a function of the work directory that does another job (e.g.
+experiments/s3dis.py's `--pool_folds`) and returns True when it did, so the pipeline is not run.
 """
 
 import pathlib
+from collections.abc import Callable
 
 import jax
 from absl import app, flags
@@ -29,8 +32,13 @@ def configure_runtime(workdir: str, compilation_cache: str | None) -> None:
     readable_logs()
 
 
-def run(default_config: str, default_workdir: str, data_help: str) -> None:
-    """Defines the flags (defaults given) and runs the pipeline under absl."""
+def run(
+    default_config: str,
+    default_workdir: str,
+    data_help: str,
+    instead: Callable[[str], bool] | None = None,
+) -> None:
+    """Defines the flags (defaults given) and runs the pipeline under absl (module docstring)."""
     config = config_flags.DEFINE_config_file(
         "config", default_config, "Pipeline config (path[:variant]).", lock_config=True
     )
@@ -53,6 +61,8 @@ def run(default_config: str, default_workdir: str, data_help: str) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         configure_runtime(workdir.value, compilation_cache.value)
+        if instead is not None and instead(workdir.value):
+            return
         run_pipeline(
             config.value,
             workdir.value,

@@ -42,8 +42,13 @@ class Dataset:
     def train_class_counts(self) -> np.ndarray:
         """int64 [C]: training entries per label id (for class-weighted losses).
 
-        Uses the source's `labels(index)` when it has one (reads labels only), else its samples.
+        Uses the source's `class_counts()` when it has one (e.g. training crops of static scenes
+        count their clouds' points once, not once per crop), else its `labels(index)` (reads
+        labels only), else its samples.
         """
+        class_counts = getattr(self.train, "class_counts", None)
+        if callable(class_counts):
+            return np.asarray(class_counts(), np.int64)
         counts = np.zeros(self.label_space.num_classes, np.int64)
         read_labels = getattr(self.train, "labels", None)
         for index in range(len(self.train)):

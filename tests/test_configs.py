@@ -4,14 +4,16 @@ import json
 
 import pytest
 
-from experiments.configs import semkitti, voc
+from experiments.configs import s3dis, semantic3d, semkitti, voc
 from experiments.configs.base import base_config, restore_config
 
 SEMKITTI = (
     *("", "smoke", "full", "randla", "randla_smoke", "randla_full"),
     *("rangenet", "salsanext", "rangenet_full", "salsanext_full"),
 )
-VARIANTS = [(semkitti, v) for v in SEMKITTI] + [(voc, v) for v in ("", "smoke", "full")]
+VARIANTS = [(semkitti, v) for v in SEMKITTI] + [
+    (module, v) for module in (voc, s3dis, semantic3d) for v in ("", "smoke", "full")
+]
 
 
 @pytest.mark.parametrize("module,variant", VARIANTS)

@@ -5,7 +5,7 @@
 The synthetic stand-in lives in `datasets.s3dis.synthetic` and is imported from there.
 """
 
-from datasets.s3dis.ascii_table import MalformedLineError
+from datasets.ascii_table import MalformedLineError
 from datasets.s3dis.io import (
     KNOWN_DEFECT_LINE,
     KNOWN_DEFECT_PATH,

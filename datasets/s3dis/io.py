@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.s3dis.ascii_table import (
+from datasets.ascii_table import (
     MalformedLineError,
     PathLike,
     check_range,

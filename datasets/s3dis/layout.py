@@ -8,7 +8,7 @@ written as counts, 44 + 40 + 23 + 49 + 68 + 48 = 272 rooms.
 
 from pathlib import Path
 
-from datasets.s3dis.ascii_table import PathLike
+from datasets.ascii_table import PathLike
 
 RELEASE_DIR_NAME = "Stanford3dDataset_v1.2_Aligned_Version"
 AREAS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)

@@ -5,7 +5,7 @@ memory; `write_predictions` writes a submission. The synthetic stand-in lives in
 `datasets.semantic3d.synthetic` and is imported from there.
 """
 
-from datasets.s3dis.ascii_table import MalformedLineError
+from datasets.ascii_table import MalformedLineError
 from datasets.semantic3d.io import (
     DEFAULT_CHUNK_POINTS,
     POINT_COLUMNS,

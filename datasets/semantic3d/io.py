@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from datasets.s3dis.ascii_table import (
+from datasets.ascii_table import (
     MalformedLineError,
     PathLike,
     check_range,

@@ -10,7 +10,7 @@ server only; submissions are one `.labels` file per test scan named as in `SUBMI
 
 from pathlib import Path
 
-from datasets.s3dis.ascii_table import PathLike
+from datasets.ascii_table import PathLike
 
 TRAINING_SCANS: tuple[str, ...] = (
     "bildstein_station1_xyz_intensity_rgb",

@@ -40,6 +40,16 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.synthetic.val_sequences = ["08"]
     config.data.synthetic.scans_per_sequence = 20
     config.data.synthetic.generator_kwargs = {}
+    # S3DIS: the fold's test area (its validation split); the other five areas train.
+    config.data.test_area = 5
+    # Static scenes (S3DIS, Semantic3D; datasets/scenes/): the pre-processing grid, the
+    # possibility-guided training crops (RandLA-Net's) and the streamed reading of huge files.
+    config.data.scene = ml_collections.ConfigDict()
+    config.data.scene.grid_size_m = 0.04
+    config.data.scene.crop_points = 40960
+    config.data.scene.crops_per_epoch = 3000  # released: 500 steps x batch 6
+    config.data.scene.centre_noise_m = 0.35
+    config.data.scene.chunk_points = 1_000_000  # text lines parsed at a time (Semantic3D)
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "cylinder3d"  # a key of leakjax.models.MODELS

@@ -12,6 +12,14 @@ entries, so the jitted steps compile once per bucket (docs/model_api.md):
 A dataset declares its `BatchSpec`; a model declares the one it needs (`input_spec()`); the trainer
 checks that the first satisfies the second (`check_compatible`) and pads with `pad_batch`. Nothing
 is cropped to fit: a sample larger than every bucket is an error naming it.
+
+A field may be *optional* (`FieldSpec.optional`): a sample may leave it out, and a batch holds it
+when any of its samples does (zero padding; a sample with entries may then not lack it). The one
+the library reads is `LABEL_COUNTS` int32 [N, C]: how many scored raw points of each label id a
+model entry stands for, e.g. a grid-subsampled point of a static scene (datasets/scenes/). When a
+batch has it, the evaluation counts the confusion from it instead of from the entries' labels
+(leakjax/train/steps.py `make_eval_step`): every raw point is scored by the prediction of the
+entry it was projected to, with static shapes.
 """
 
 from __future__ import annotations
@@ -21,13 +29,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+LABEL_COUNTS = "label_counts"  # the optional per-entry raw label histogram (module docstring)
+
 
 @dataclasses.dataclass(frozen=True)
 class FieldSpec:
-    """One array of a sample: its dtype and the shape after the spatial dims (e.g. (4,) or ())."""
+    """One array of a sample: its dtype, the shape after the spatial dims (e.g. (4,) or ()), and
+    whether samples may leave it out (module docstring)."""
 
     dtype: str
     trailing_shape: tuple[int, ...] = ()
+    optional: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +65,8 @@ class BatchSpec:
             )
         if self.mask_key in self.fields:
             raise ValueError(f"BatchSpec: mask key {self.mask_key!r} must not be a sample field")
+        if self.fields[self.label_key].optional:
+            raise ValueError(f"BatchSpec: the label field {self.label_key!r} cannot be optional")
         if self.spatial_rank not in (1, 2):
             raise ValueError(f"BatchSpec: spatial_rank {self.spatial_rank} not in (1, 2)")
 
@@ -65,13 +79,21 @@ class BatchSpec:
 
     def sample_size(self, sample: Mapping[str, np.ndarray]) -> tuple[int, ...]:
         """The spatial size of a sample (checked to agree across its fields)."""
-        sizes = {key: tuple(np.shape(sample[key])[: self.spatial_rank]) for key in self.fields}
+        missing = [k for k, f in self.fields.items() if not f.optional and k not in sample]
+        if missing:
+            raise ValueError(f"sample lacks the fields {missing}")
+        sizes = {
+            key: tuple(np.shape(sample[key])[: self.spatial_rank])
+            for key in self.fields
+            if key in sample
+        }
         if len(set(sizes.values())) != 1:
             raise ValueError(f"sample fields disagree on their spatial size: {sizes}")
         return next(iter(sizes.values()))
 
     def empty_sample(self) -> dict[str, np.ndarray]:
-        """A sample with no entries (fills the last evaluation batch; initialises models)."""
+        """A sample with no entries, optional fields included (fills the last evaluation batch,
+        so every process's share of it has the same fields; initialises models)."""
         zeros = (0,) * self.spatial_rank
         return {k: np.zeros(zeros + f.trailing_shape, f.dtype) for k, f in self.fields.items()}
 
@@ -88,19 +110,21 @@ class BatchSpec:
         for key, field in required.fields.items():
             if key not in self.fields:
                 problems.append(f"missing field {key!r}")
+            elif self.fields[key].optional and not field.optional:
+                problems.append(f"field {key!r} is optional in the data, the model needs it")
             elif self.fields[key] != field:
                 problems.append(f"field {key!r} is {self.fields[key]}, needs {field}")
         if problems:
             raise ValueError(f"{what}: the data does not fit the model: " + "; ".join(problems))
 
 
-def point_cloud_spec(channels: int) -> BatchSpec:
-    """Point sets: points float32 [P, channels], labels int32 [P], mask point_mask."""
-    return BatchSpec(
-        {"points": FieldSpec("float32", (channels,)), "labels": FieldSpec("int32")},
-        spatial_rank=1,
-        mask_key="point_mask",
-    )
+def point_cloud_spec(channels: int, label_counts: int | None = None) -> BatchSpec:
+    """Point sets: points float32 [P, channels], labels int32 [P], mask point_mask; with
+    `label_counts` = C, the optional LABEL_COUNTS int32 [P, C] too."""
+    fields = {"points": FieldSpec("float32", (channels,)), "labels": FieldSpec("int32")}
+    if label_counts is not None:
+        fields[LABEL_COUNTS] = FieldSpec("int32", (int(label_counts),), optional=True)
+    return BatchSpec(fields, spatial_rank=1, mask_key="point_mask")
 
 
 def image_spec(channels: int = 3) -> BatchSpec:
@@ -139,11 +163,18 @@ def pad_batch(
     """Stacks samples padded to `capacity` (int or tuple); adds the mask [B, *capacity].
 
     Padding is zero, labels `label_fill` (the label space's `no_label`); the mask is what counts.
+    An optional field is in the batch when any sample has it; a sample with entries that lacks
+    it is then an error (only entry-less samples, e.g. the evaluation's fillers, may).
     """
     capacity = spec.capacity(capacity)
+    fields = {
+        key: field
+        for key, field in spec.fields.items()
+        if not field.optional or any(key in sample for sample in samples)
+    }
     batch = {
         key: np.zeros((len(samples), *capacity, *field.trailing_shape), field.dtype)
-        for key, field in spec.fields.items()
+        for key, field in fields.items()
     }
     batch[spec.label_key][...] = label_fill
     mask = np.zeros((len(samples), *capacity), bool)
@@ -152,7 +183,14 @@ def pad_batch(
         if any(n > c for n, c in zip(size, capacity)):
             raise ValueError(f"pad_batch: sample {row} of size {size} > capacity {capacity}")
         region = (row, *(slice(0, n) for n in size))
-        for key, field in spec.fields.items():
+        for key, field in fields.items():
+            if key not in sample:
+                if int(np.prod(size)):  # its entries would silently count as zeros
+                    raise ValueError(
+                        f"pad_batch: sample {row} lacks the optional field {key!r} that another "
+                        "sample of the batch has"
+                    )
+                continue
             value = np.asarray(sample[key])
             if value.shape[spec.spatial_rank :] != field.trailing_shape:
                 raise ValueError(

@@ -13,6 +13,12 @@ Determinism: the sample at position k of the training stream (k = step * batch +
 and subsampling use one `np.random.Generator` seeded by (seed, epoch, index). Resuming at step s
 therefore replays exactly the batches the uninterrupted run would have seen. With several
 processes, each builds only its own contiguous slice of every global batch.
+
+Sources whose samples depend on the epoch (e.g. the possibility-guided crops of static scenes,
+datasets/scenes/, whose crop plan is drawn per epoch) define `sample(seed, epoch, index)`; the
+training stream then reads `source.sample(seed, epoch, index)` instead of `source[index]`, with
+the same (seed, epoch, index) as above, so such a source is deterministic and resumable in the
+same way. Its `size(index)` may be an upper bound over the epochs (it only picks the bucket).
 """
 
 import queue
@@ -39,6 +45,13 @@ class Source(Protocol):
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         """The sample: a dict of arrays with the fields of the dataset's BatchSpec."""
         ...
+
+
+def _reader(source: Source):
+    """(seed, epoch, index) -> sample: the source's `sample(seed, epoch, index)` if it has one
+    (module docstring), else `source[index]`."""
+    sample = getattr(source, "sample", None)
+    return sample if callable(sample) else lambda seed, epoch, index: source[index]
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -90,6 +103,7 @@ def train_batches(
     if max_points is not None and spec.spatial_rank != 1:
         raise ValueError("train_batches: max_points applies to point sets only")
     permutations: dict[int, np.ndarray] = {}
+    read = _reader(source)
     step = start_step
     while True:
         positions = [step * global_batch_size + j for j in range(global_batch_size)]
@@ -107,7 +121,7 @@ def train_batches(
         samples = []
         for j in _process_slice(global_batch_size):
             epoch, index = epochs_and_indices[j]
-            sample = source[index]
+            sample = read(seed, epoch, index)
             rng = sample_generator(seed, epoch, index)
             expected = output_size(transforms, spec.sample_size(sample))
             sample = apply_transforms(sample, transforms, rng)

@@ -27,13 +27,20 @@ from leakjax import losses, metrics
 from leakjax.label_space import LabelSpace
 from leakjax.leak.objective import LeakSettings, leak_objective
 from leakjax.sharding import take_table
-from leakjax.train.batch import BatchSpec
+from leakjax.train.batch import LABEL_COUNTS, BatchSpec
 from leakjax.train.mesh import batch_sharding, replicated_sharding
 from leakjax.train.state import TrainState, step_rng
 
 DROPOUT_STREAM = 0  # step_rng stream ids
 
-__all__ = ["LeakSettings", "LossSettings", "make_eval_step", "make_train_step", "model_loss"]
+__all__ = [
+    "LeakSettings",
+    "LossSettings",
+    "counted_confusion",
+    "make_eval_step",
+    "make_train_step",
+    "model_loss",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +227,30 @@ def make_train_step(
     )
 
 
+def counted_confusion(
+    prediction: jax.Array, counts: jax.Array, mask: jax.Array, label_space: LabelSpace
+) -> jax.Array:
+    """int32 [C, C] (rows ground truth): counts^T @ onehot(prediction) over the real entries.
+
+    Args:
+      prediction: int [B, *S] predicted label ids.
+      counts: int32 [B, *S, C] raw points of each label id an entry stands for.
+      mask: bool [B, *S] real entries.
+      label_space: the label ids; the columns of unscored ids are not counted.
+    """
+    num_classes = label_space.num_classes
+    scored = label_space.is_scored(np.arange(num_classes))
+    counts = jnp.where(mask[..., None] & scored, counts, 0).reshape(-1, num_classes)
+    prediction = prediction.reshape(-1).astype(jnp.int32)
+    in_range = (prediction >= 0) & (prediction < num_classes)
+    counts = jnp.where(in_range[:, None], counts, 0).astype(jnp.int32)
+    # Row p: the raw label counts of every entry predicted p (a sum, not a float matmul: exact).
+    by_prediction = jax.ops.segment_sum(
+        counts, jnp.where(in_range, prediction, 0), num_segments=num_classes
+    )
+    return by_prediction.T
+
+
 def make_eval_step(
     model: nn.Module,
     mesh: Mesh,
@@ -237,7 +268,13 @@ def make_eval_step(
     unless `predict_ignored`; with the official rules a predicted ignored id counts as a miss.
     confusion: int32 [C, C] over the batch's entries with a scored label (rows ground truth,
     columns prediction; the ignored id's row, if it is in range, stays empty).
+
+    When the batch has the optional LABEL_COUNTS field int32 [B, *S, C] (leakjax/train/batch.py),
+    each real entry counts for the raw points it stands for instead: confusion[g, p] = the sum of
+    counts[e, g] over the real entries e predicted p (unscored label ids g count nowhere), i.e.
+    every raw point is scored with the prediction of the entry it was projected to.
     """
+    num_classes = label_space.num_classes
 
     def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array]):
         logits, aux = model.apply(variables, batch, train=False)
@@ -245,9 +282,14 @@ def make_eval_step(
             prediction = jnp.argmax(logits, axis=-1)
         else:
             prediction = label_space.predict(logits)
-        labels = batch[spec.label_key]
-        valid = batch[spec.mask_key] & label_space.is_scored(labels)
-        confusion = metrics.confusion_matrix(prediction, labels, valid, label_space.num_classes)
+        if LABEL_COUNTS in batch:
+            confusion = counted_confusion(
+                prediction, batch[LABEL_COUNTS], batch[spec.mask_key], label_space
+            )
+        else:
+            labels = batch[spec.label_key]
+            valid = batch[spec.mask_key] & label_space.is_scored(labels)
+            confusion = metrics.confusion_matrix(prediction, labels, valid, num_classes)
         return {"confusion": confusion, "overflow": jnp.any(aux["overflow"])}
 
     replicated = replicated_sharding(mesh)
