@@ -219,21 +219,37 @@ def predict_scans(
             capacity = _capacity(largest, buckets, spec, [cloud.path for cloud in clouds])
             samples += [spec.empty_sample()] * (batch_size - len(samples))
             batch = pad_batch(samples, capacity, spec, label_space.no_label)
+            # the model's prepare_batch may permute entries (RandLA-Net's shuffle): carry each
+            # entry's position through it, to put the predictions back in the file's order
+            batch = trainer.with_positions(batch, spec.mask_key)
             (batch,) = trainer.prepare_batches(model, [batch])
-            yield indices, clouds, batch
+            if trainer.INDEX_KEY not in batch:
+                raise ValueError(
+                    f"{type(model).__name__}.prepare_batch drops unknown batch fields: its "
+                    "predictions cannot be put back in the files' order"
+                )
+            positions = batch.pop(trainer.INDEX_KEY)
+            yield indices, clouds, batch, positions
 
     variables = state.variables()
-    for indices, clouds, batch in input_pipeline.prefetch(host_batches(), config.data.prefetch):
+    batches = input_pipeline.prefetch(host_batches(), config.data.prefetch)
+    for indices, clouds, batch, positions in batches:
         labels, overflow = jax.device_get(predict(variables, global_batch(batch, mesh)))
         if np.any(overflow[: len(indices)]):
             raise trainer.CapacityOverflowError(
                 f"model capacity overflow on {[str(c.path) for c in clouds]}; raise the model's "
                 "capacities (config.model.kwargs, e.g. through --workdir_config) for these scans"
             )
+        mask = batch[spec.mask_key]
         for row, (index, cloud) in enumerate(zip(indices, clouds)):
             finite = cloud.finite
+            count = int(finite.sum())
+            ordered = np.full(mask.shape[1], -1, np.int64)
+            ordered[positions[row][mask[row]]] = labels[row][mask[row]]
+            if np.any(ordered[:count] < 0) or np.any(ordered[count:] >= 0):
+                raise ValueError(f"{cloud.path}: the prepared batch lost or added points")
             full = np.full(len(finite), label_space.no_label, np.int32)
-            full[finite] = labels[row, : int(finite.sum())]
+            full[finite] = ordered[:count]
             yield index, cloud, full
 
 

@@ -28,6 +28,7 @@ from experiments.configs import semkitti as semkitti_configs
 from leakjax.leak import given_grouping
 from leakjax.models import MODELS
 from leakjax.models.pointmlp import PointMLP
+from leakjax.models.randla_net import shuffle_valid_points
 from leakjax.pipeline import phases
 from leakjax.train.checkpoint import Checkpointer
 
@@ -403,3 +404,33 @@ def test_batches_go_through_the_models_prepare_batch(runs, tmp_path, monkeypatch
         raw, LEARNING_MAP_INV[expected_labels(runs["baseline"], mirrored)]
     )
     assert not np.array_equal(raw, LEARNING_MAP_INV[expected_labels(runs["baseline"], points)])
+
+
+class ShuffledPointMLP(PointMLP):
+    """PointMLP behind RandLA-Net's host-side shuffle of every scan's points."""
+
+    def prepare_batch(self, batch):
+        return shuffle_valid_points(batch)
+
+
+def test_predictions_come_back_in_the_files_order(runs, tmp_path, monkeypatch):
+    """A model whose prepare_batch permutes the points (RandLA-Net's shuffle): the written labels
+    are still those of the file's points in the file's order (a per-point model predicts the
+    same label for a point wherever it sits)."""
+    monkeypatch.setitem(MODELS, "shuffled_pointmlp", ShuffledPointMLP)
+    config = json.loads((runs["baseline"].parent / "config.json").read_text())
+    config["model"]["name"] = "shuffled_pointmlp"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    points = runs["scan"][:300]
+    np.save(tmp_path / "scan.npy", points)
+    predict_cli.predict(
+        runs["baseline"],
+        tmp_path / "scan.npy",
+        tmp_path / "out",
+        formats=["label"],
+        workdir_config=str(tmp_path / "config.json"),
+    )
+    raw, _ = semantic_kitti.load_labels(tmp_path / "out" / "scan.label", len(points))
+    expected = expected_labels(runs["baseline"], points)
+    assert len(np.unique(expected)) > 1  # else any order would pass
+    np.testing.assert_array_equal(raw, LEARNING_MAP_INV[expected])
