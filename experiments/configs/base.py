@@ -139,6 +139,20 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def randla_training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """RandLA-Net's released loss and optimiser, on every dataset: CE weighted 1 / (f + 0.02)
+    averaged over points, no Lovasz, Adam 1e-2 x0.95 per epoch, no warm-up (the caller sets
+    config.optimizer.decay_every_steps to one epoch of its data)."""
+    config.loss.ce_weighting = "randla"
+    config.loss.ce_reduction = "mean"
+    config.loss.lovasz_weight = 0.0
+    config.optimizer.learning_rate = 1e-2
+    config.optimizer.schedule = "exponential"
+    config.optimizer.decay_rate = 0.95
+    config.optimizer.warmup_steps = 0
+    return config
+
+
 def smoke_schedule(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The tests' schedule for any `smoke` variant: batch 4, 6 steps, logs every 2, checkpoints
     and validation every 3, synchronous checkpoints, no TensorBoard, no prefetch thread."""

@@ -16,7 +16,7 @@ per fold). Every field (experiments/configs/base.py) can be overridden from the 
 
 import ml_collections
 
-from experiments.configs.base import base_config, smoke_schedule
+from experiments.configs.base import base_config, randla_training, smoke_schedule
 
 RELEASED_D_OUT = (16, 64, 128, 256, 512)
 RELEASED_RATIOS = (4, 4, 4, 4, 2)
@@ -40,16 +40,10 @@ def _s3dis(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "d_out": RELEASED_D_OUT,
         "sub_sampling_ratio": RELEASED_RATIOS,
     }
-    config.loss.ce_weighting = "randla"  # 1 / (f + 0.02), f from the training clouds' points
-    config.loss.ce_reduction = "mean"
-    config.loss.lovasz_weight = 0.0
-    config.optimizer.learning_rate = 1e-2
-    config.optimizer.schedule = "exponential"
-    config.optimizer.decay_rate = 0.95
-    return config
+    return randla_training(config)
 
 
-def _epoch(config: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
+def scene_epoch(config: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
     """An epoch of `steps` steps: its crops and the learning rate's x0.95 per epoch."""
     config.data.scene.crops_per_epoch = steps * config.train.batch_size
     config.optimizer.decay_every_steps = steps
@@ -76,7 +70,7 @@ def _cpu_default(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     config.train.log_every = 20
     config.train.checkpoint_every = 100
     config.train.eval_every = 100
-    return _epoch(config, 50)
+    return scene_epoch(config, 50)
 
 
 def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -95,7 +89,7 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     }
     config = smoke_schedule(config)
     config.eval.renders = 1
-    return _epoch(config, 3)
+    return scene_epoch(config, 3)
 
 
 def _full(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -109,7 +103,7 @@ def _full(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.log_every = 100
     config.train.checkpoint_every = 2500
     config.train.eval_every = 2500  # every 5 epochs: a whole test area per evaluation
-    return _epoch(config, 500)
+    return scene_epoch(config, 500)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

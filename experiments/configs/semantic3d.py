@@ -15,8 +15,8 @@ Every field (experiments/configs/base.py) can be overridden from the command lin
 
 import ml_collections
 
-from experiments.configs.base import base_config, smoke_schedule
-from experiments.configs.s3dis import RELEASED_D_OUT, RELEASED_RATIOS
+from experiments.configs.base import base_config, randla_training, smoke_schedule
+from experiments.configs.s3dis import RELEASED_D_OUT, RELEASED_RATIOS, scene_epoch
 
 
 def _semantic3d(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -34,19 +34,7 @@ def _semantic3d(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "d_out": RELEASED_D_OUT,
         "sub_sampling_ratio": RELEASED_RATIOS,
     }
-    config.loss.ce_weighting = "randla"
-    config.loss.ce_reduction = "mean"
-    config.loss.lovasz_weight = 0.0
-    config.optimizer.learning_rate = 1e-2
-    config.optimizer.schedule = "exponential"
-    config.optimizer.decay_rate = 0.95
-    return config
-
-
-def _epoch(config: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
-    config.data.scene.crops_per_epoch = steps * config.train.batch_size
-    config.optimizer.decay_every_steps = steps
-    return config
+    return randla_training(config)
 
 
 def _cpu_default(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -67,7 +55,7 @@ def _cpu_default(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     config.train.log_every = 20
     config.train.checkpoint_every = 100
     config.train.eval_every = 100
-    return _epoch(config, 50)
+    return scene_epoch(config, 50)
 
 
 def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -86,7 +74,7 @@ def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     }
     config = smoke_schedule(config)
     config.eval.renders = 1
-    return _epoch(config, 3)
+    return scene_epoch(config, 3)
 
 
 def _full(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -101,7 +89,7 @@ def _full(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.log_every = 100
     config.train.checkpoint_every = 2500
     config.train.eval_every = 2500
-    return _epoch(config, 500)
+    return scene_epoch(config, 500)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -18,7 +18,7 @@ import math
 
 import ml_collections
 
-from experiments.configs.base import base_config, smoke_schedule
+from experiments.configs.base import base_config, randla_training, smoke_schedule
 
 _SCANS_PER_EPOCH_SEMANTIC_KITTI = 19130  # training scans of sequences 00-07, 09-10
 
@@ -100,13 +100,7 @@ def _randla_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     config.model.kwargs = {"feature_channels": 3}
     config.data.transforms = ("randla_crop",)
     config.data.transform_kwargs = {"randla_crop": {"num_points": 45056}}
-    config.loss.ce_weighting = "randla"
-    config.loss.ce_reduction = "mean"
-    config.loss.lovasz_weight = 0.0
-    config.optimizer.learning_rate = 1e-2
-    config.optimizer.schedule = "exponential"
-    config.optimizer.warmup_steps = 0
-    return config
+    return randla_training(config)
 
 
 def _randla(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
