@@ -243,13 +243,10 @@ def predict_scans(
         mask = batch[spec.mask_key]
         for row, (index, cloud) in enumerate(zip(indices, clouds)):
             finite = cloud.finite
-            count = int(finite.sum())
-            ordered = np.full(mask.shape[1], -1, np.int64)
-            ordered[positions[row][mask[row]]] = labels[row][mask[row]]
-            if np.any(ordered[:count] < 0) or np.any(ordered[count:] >= 0):
-                raise ValueError(f"{cloud.path}: the prepared batch lost or added points")
             full = np.full(len(finite), label_space.no_label, np.int32)
-            full[finite] = ordered[:count]
+            full[finite] = trainer.in_source_order(
+                labels[row], positions[row], mask[row], (int(finite.sum()),), -1, str(cloud.path)
+            )
             yield index, cloud, full
 
 

@@ -409,7 +409,6 @@ def predict_points(
     variables = state.variables()
     results = []
     for start, batch in zip(range(0, len(source), batch_size), batches):
-        capacity = batch[spec.mask_key].shape[1:]
         batch = trainer.with_positions(batch, spec.mask_key)
         if prepare is not None:
             batch = prepare(batch)
@@ -425,18 +424,14 @@ def predict_points(
             raise trainer.CapacityOverflowError(f"render batch {start}: model capacity overflow")
         for row in range(min(batch_size, len(source) - start)):
             sample = source[start + row]
-            size = spec.sample_size(sample)
-            flat = position[row][valid[row]]
-            where = np.unravel_index(flat, capacity)
-            inside = all(np.all(w < s) for w, s in zip(where, size))
-            count = int(np.prod(size))
-            if not inside or len(flat) != count or len(np.unique(flat)) != count:
-                raise ValueError(
-                    f"{split} sample {source.indices[start + row]}: the prepared batch does not "
-                    "hold every entry of the sample once"
-                )
-            out = np.full(size, label_space.no_label, np.int32)
-            out[where] = prediction[row][valid[row]]
+            out = trainer.in_source_order(
+                prediction[row].astype(np.int32),
+                position[row],
+                valid[row],
+                spec.sample_size(sample),
+                label_space.no_label,
+                f"{split} sample {source.indices[start + row]}",
+            )
             results.append((sample[input_key], sample[spec.label_key], out))
     return results
 

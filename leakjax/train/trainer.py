@@ -426,6 +426,37 @@ def with_positions(batch: dict[str, np.ndarray], mask_key: str) -> dict[str, np.
     return {**batch, INDEX_KEY: np.broadcast_to(positions, mask.shape).copy()}
 
 
+def in_source_order(
+    values: np.ndarray,
+    positions: np.ndarray,
+    mask: np.ndarray,
+    size: tuple[int, ...],
+    fill: int,
+    what: str,
+) -> np.ndarray:
+    """One sample's per-entry outputs put back where its entries were before `prepare_batch`.
+
+    Args:
+      values: [*S] outputs of one batch row, in the prepared (possibly permuted) order.
+      positions: int [*S] INDEX_KEY of that row (`with_positions`, permuted alike).
+      mask: bool [*S] its real entries, in the prepared order.
+      size: the sample's own spatial size (its entries fill the first `size` of the capacity).
+      fill: the value of positions no entry came back to (none, checked).
+      what: names the sample in the error when the prepared row lost, added or repeated entries.
+    Returns: [*size] values in the sample's order.
+    """
+    capacity = mask.shape
+    flat = positions[mask]
+    where = np.unravel_index(flat, capacity)
+    inside = all(np.all(w < s) for w, s in zip(where, size))
+    count = int(np.prod(size))
+    if not inside or len(flat) != count or len(np.unique(flat)) != count:
+        raise ValueError(f"{what}: the prepared batch does not hold every entry of the sample once")
+    out = np.full(size, fill, values.dtype)
+    out[where] = values[mask]
+    return out
+
+
 def inspect_step(
     model: nn.Module, mesh: Mesh, label_space: LabelSpace, mask_key: str, predict_ignored: bool
 ) -> Callable[[dict, dict], dict[str, jax.Array]]:
