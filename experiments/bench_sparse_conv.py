@@ -10,6 +10,10 @@ runs, as in training and in spconv's timing) and the backward alone, and SparseC
 breakdown of the pair dataflow into sort, search, gather, GEMM and scatter-add.
 Useful GFLOP/s = 2 x real pairs x C_in x C_out / time.
 
+The pair-dataflow convs run twice: pure JAX (the columns "median ms" .., the reference) and with
+the native CPU kernel of leakjax.sparse.native (the "native" columns; built on first use; "n/a"
+where it cannot be built), and the native outputs and gradients are checked against pure JAX.
+
 With --peer, the 0.05 m voxels and weights are exported in the peer tool's .npz format, the peer
 runs interleaved with our timings (rounds), and its outputs are checked against ours (relative
 error <= 1e-5). Without it, only our figures are printed. The scan comes from `datasets.synthetic`
@@ -118,6 +122,28 @@ def load_scan() -> tuple[np.ndarray, str]:
         return builtin_scan(0, steps), f"built-in HDL-64E ray caster, azimuth_steps={steps}"
 
 
+def with_native(fn, on: bool):
+    """fn traced (on its first call) with the native pair_conv kernel on or off (LEAKJAX_NATIVE
+    is read at trace time; later calls reuse the trace). fn must not be wrapped twice: jit shares
+    the traces of one function."""
+
+    def call(*args):
+        old = os.environ.get("LEAKJAX_NATIVE")
+        os.environ["LEAKJAX_NATIVE"] = "1" if on else "0"
+        try:
+            return fn(*args)
+        finally:
+            if old is None:
+                del os.environ["LEAKJAX_NATIVE"]
+            else:
+                os.environ["LEAKJAX_NATIVE"] = old
+
+    return call
+
+
+NATIVE_OPS = ("subm_fwd", "subm_fwd_bwd", "subm_bwd_only", "down_fwd_64_128", "down_fwd_64_64")
+
+
 def timed(fn, args, reps: int) -> list[float]:
     import jax
 
@@ -177,7 +203,11 @@ class Level:
         def conv(f, w, km, method="pairs"):
             return sp.sparse_conv(f, km, w, in_mask=mask, method=method)
 
-        self.fwd = jax.jit(conv)
+        from leakjax.sparse import native
+
+        self.native = native.load()
+        self.fwd = with_native(jax.jit(lambda *a: conv(*a)), False)
+        self.fwd_native = with_native(jax.jit(conv), True)
         self.fwd_gather = jax.jit(lambda f, w, km: conv(f, w, km, "gather"))
 
         def fwd_bwd(f, w, km, g):
@@ -186,10 +216,11 @@ class Level:
             out, pullback = jax.vjp(lambda f, w: conv(f, w, km), f, w)
             return out, pullback(g)
 
-        self.fwd_bwd = jax.jit(fwd_bwd)
-        self.bwd = jax.jit(
-            jax.grad(lambda f, w, km, g: jnp.vdot(conv(f, w, km), g), argnums=(0, 1))
-        )
+        self.fwd_bwd = with_native(jax.jit(lambda *a: fwd_bwd(*a)), False)
+        self.fwd_bwd_native = with_native(jax.jit(fwd_bwd), True)
+        bwd = jax.grad(lambda f, w, km, g: jnp.vdot(conv(f, w, km), g), argnums=(0, 1))
+        self.bwd = with_native(jax.jit(lambda *a: bwd(*a)), False)
+        self.bwd_native = with_native(jax.jit(bwd), True)
 
         def coarse_counts(x):  # one-off, to pick the static capacities like a pipeline would
             coarse, dmap, _ = sp.downsample_map(x, (3, 3, 3), (2, 2, 2), 8 * capacity)
@@ -207,14 +238,24 @@ class Level:
             out = sp.sparse_conv(feats, dmap, w, out_mask=coarse.mask)
             return out, overflow | dmap.overflow
 
-        self.down = jax.jit(down)
+        self.down = with_native(jax.jit(lambda *a: down(*a)), False)
+        self.down_native = with_native(jax.jit(down), True)
         assert not bool(self.down(self.x, self.x.feats, self.weight_down)[1][0])
         self.gemm = jax.jit(lambda a, b: a @ b)
         self.gemm_lhs = jnp.asarray(rng.normal(size=(exact, C)).astype(np.float32))
 
     def measure(self, reps: int) -> dict[str, list[float]]:
         x, f, w, km = self.x, self.x.feats, self.weight, self.kmap
-        return {
+        native = {}
+        if self.native:
+            native = {
+                "subm_fwd_native": timed(self.fwd_native, (f, w, km), reps),
+                "subm_fwd_bwd_native": timed(self.fwd_bwd_native, (f, w, km, self.grad), reps),
+                "subm_bwd_only_native": timed(self.bwd_native, (f, w, km, self.grad), reps),
+                "down_fwd_64_128_native": timed(self.down_native, (x, f, self.weight_down), reps),
+                "down_fwd_64_64_native": timed(self.down_native, (x, f, w), reps),
+            }
+        return native | {
             "kmap_subm": timed(self.kmap_pairs, (x,), reps),
             "kmap_subm_full_tables": timed(self.kmap_tables, (x,), reps),
             "subm_fwd": timed(self.fwd, (f, w, km), reps),
@@ -226,15 +267,29 @@ class Level:
             "gemm_n64_64x64": timed(self.gemm, (self.gemm_lhs, w[0, 0, 0]), reps),
         }
 
-    def outputs(self):
-        out = self.fwd(self.x.feats, self.weight, self.kmap)
-        _, (d_feats, d_weight) = self.fwd_bwd(self.x.feats, self.weight, self.kmap, self.grad)
+    def outputs(self, native: bool = False):
+        fwd, fwd_bwd = (
+            (self.fwd_native, self.fwd_bwd_native) if native else (self.fwd, self.fwd_bwd)
+        )
+        out = fwd(self.x.feats, self.weight, self.kmap)
+        _, (d_feats, d_weight) = fwd_bwd(self.x.feats, self.weight, self.kmap, self.grad)
         n = self.num_voxels
         return (
             np.asarray(out[0, :n]),
             np.asarray(d_feats[0, :n]),
             np.asarray(d_weight).reshape(27, C, C),
         )
+
+
+def base_flops(level: Level) -> dict[str, int]:
+    """Useful flops of the pair-dataflow ops."""
+    return {
+        "subm_fwd": 2 * level.real_pairs * C * C,
+        "subm_fwd_bwd": 3 * 2 * level.real_pairs * C * C,  # fwd + grad_in + grad_w
+        "subm_bwd_only": 2 * 2 * level.real_pairs * C * C,  # grad_in + grad_w
+        "down_fwd_64_128": 2 * level.down_pairs * C * 2 * C,
+        "down_fwd_64_64": 2 * level.down_pairs * C * C,
+    }
 
 
 def breakdown(level: Level, reps: int) -> dict[str, float]:
@@ -248,7 +303,8 @@ def breakdown(level: Level, reps: int) -> dict[str, float]:
     import jax
     import jax.numpy as jnp
 
-    from leakjax.sparse import rows, search
+    from leakjax.layers import rows
+    from leakjax.sparse import search
 
     x = level.x
     pairs = jax.tree.map(lambda a: a[0], level.kmap.pairs[(3, 3, 3)])
@@ -397,18 +453,18 @@ def main(argv=None):
         "levels": {},
         "breakdown_0.05m_s": pieces,
     }
-    header = f"{'voxel':>6} {'op':<28} {'median ms':>10} {'useful GF/s':>12} {'vs GEMM':>8}"
+    header = (
+        f"{'voxel':>6} {'op':<28} {'median ms':>10} {'useful GF/s':>12} {'vs GEMM':>8}"
+        f" {'native ms':>10} {'native GF/s':>12} {'vs GEMM':>8} {'speed-up':>9}"
+    )
     print(header)
     for voxel_m, level in levels.items():
         med = {name: statistics.median(t) for name, t in samples[voxel_m].items()}
         gemm_gflops = 2 * level.num_voxels * C * C / med["gemm_n64_64x64"] / 1e9
         flops = {
-            "subm_fwd": 2 * level.real_pairs * C * C,
+            **{f"{op}_native": flops for op, flops in base_flops(level).items()},
+            **base_flops(level),
             "subm_fwd_gather_reference": 2 * level.real_pairs * C * C,
-            "subm_fwd_bwd": 3 * 2 * level.real_pairs * C * C,  # fwd + grad_in + grad_w
-            "subm_bwd_only": 2 * 2 * level.real_pairs * C * C,  # grad_in + grad_w
-            "down_fwd_64_128": 2 * level.down_pairs * C * 2 * C,
-            "down_fwd_64_64": 2 * level.down_pairs * C * C,
             "gemm_n64_64x64": 2 * level.num_voxels * C * C,
         }
         entry = {
@@ -432,13 +488,42 @@ def main(argv=None):
                 "useful_gflops": gflops,
                 "fraction_of_gemm": gflops / gemm_gflops if gflops else None,
             }
+            if name.endswith("_native"):
+                continue  # printed in the native columns of its pure-JAX op
             gf = f"{gflops:12.1f} {gflops / gemm_gflops:8.2f}" if gflops else f"{'':12} {'':8}"
-            print(f"{voxel_m:6.2f} {name:<28} {seconds * 1e3:10.2f} {gf}")
+            line = f"{voxel_m:6.2f} {name:<28} {seconds * 1e3:10.2f} {gf}"
+            if name in NATIVE_OPS:
+                native_s = med.get(f"{name}_native")
+                if native_s is None:
+                    line += f" {'n/a':>10}"
+                else:
+                    native_gf = flops[name] / native_s / 1e9
+                    line += (
+                        f" {native_s * 1e3:10.2f} {native_gf:12.1f} {native_gf / gemm_gflops:8.2f}"
+                        f" {seconds / native_s:8.2f}x"
+                    )
+            print(line)
         results["levels"][f"{voxel_m}m"] = entry
     print(
         "breakdown of the 0.05 m SubMConv3d (ms):",
         ", ".join(f"{k} {v * 1e3:.1f}" for k, v in pieces.items()),
     )
+
+    if fine.native:
+        errors = {
+            name: rel_err(n, p)
+            for name, n, p in zip(
+                ("out", "d_feats", "d_weight"), fine.outputs(True), fine.outputs()
+            )
+        }
+        results["native_vs_pure_jax_relative_error"] = errors
+        print(
+            "native vs pure JAX (max rel err, 0.05 m): "
+            + ", ".join(f"{k} {v:.2e}" for k, v in errors.items())
+            + f" -> {'OK' if all(e <= 1e-5 for e in errors.values()) else 'FAIL'}"
+        )
+    else:
+        print("native kernel unavailable: native columns n/a (see the log line above)")
 
     if args.peer:
         ours_out, ours_dfeats, ours_dweight = fine.outputs()
@@ -461,10 +546,16 @@ def main(argv=None):
             "down_fwd": "down_fwd_64_64",
         }
         ratios = {k: ours[pairs_of[k]]["median_s"] / v for k, v in peer_med.items()}
+        native_ratios = {
+            k: ours[f"{pairs_of[k]}_native"]["median_s"] / v
+            for k, v in peer_med.items()
+            if f"{pairs_of[k]}_native" in ours
+        }
         results["peer"] = {
             "rounds": peer_rounds,
             "median_s": peer_med,
             "ratio_ours_over_peer": ratios,
+            "ratio_native_over_peer": native_ratios,
             "relative_error": errors,
             "agree_1e-5": agree,
             "peer_version": peer_rounds[0].get("peer"),
@@ -474,10 +565,17 @@ def main(argv=None):
             + ", ".join(f"{k} {v:.2e}" for k, v in errors.items())
             + f" -> {'OK' if agree else 'FAIL'}"
         )
-        print(f"{'op (0.05 m)':<16} {'ours ms':>9} {'spconv ms':>10} {'ratio':>7}")
+        print(
+            f"{'op (0.05 m)':<16} {'ours ms':>9} {'spconv ms':>10} {'ratio':>7}"
+            f" {'native ms':>10} {'ratio':>7}"
+        )
         for k, v in peer_med.items():
             ours_ms = ours[pairs_of[k]]["median_s"] * 1e3
-            print(f"{k:<16} {ours_ms:9.2f} {v * 1e3:10.2f} {ratios[k]:7.2f}")
+            line = f"{k:<16} {ours_ms:9.2f} {v * 1e3:10.2f} {ratios[k]:7.2f}"
+            if k in native_ratios:
+                native_ms = ours[f"{pairs_of[k]}_native"]["median_s"] * 1e3
+                line += f" {native_ms:10.2f} {native_ratios[k]:7.2f}"
+            print(line)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)

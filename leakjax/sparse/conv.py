@@ -10,6 +10,10 @@ Two exact dataflows over a KernelMap:
   arithmetic). A custom VJP walks the same tiles backwards: grad_in[in] += grad_out[out] @ W^T and
   grad_W[k] += feats[in]^T @ grad_out[out], without storing per-pair intermediates.
 The adds run in tile order, so results are bitwise reproducible on CPU.
+
+On the CPU backend `pair_conv` runs the same dataflow (forward and custom VJP) natively through
+the XLA FFI when leakjax.sparse.native can build its C++ kernel (LEAKJAX_NATIVE=0 disables it);
+the pure-JAX walk below stays the reference and the GPU/TPU path.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 
 from leakjax.layers.rows import row_gram, take_rows
 from leakjax.sharding import map_samples, per_device_samples, vary_like, zeros_like_varying
+from leakjax.sparse import native as _native
 from leakjax.sparse.kernel_map import KernelMap, kernel_offsets, sub_kernel_indices
 from leakjax.sparse.pairs import PairList, build_pair_list
 from leakjax.sparse.search import build_index, lookup
@@ -155,6 +160,7 @@ def pair_conv(
     num_out=None,
     centre_weight=None,
     mask=None,
+    native: bool | None = None,
 ):
     """Pair-list dataflow for a batch.
 
@@ -164,6 +170,8 @@ def pair_conv(
     centre_weight [C_in, C_out]: the identity tap of a submanifold conv (not in the list), applied
     to the rows of `mask` bool [B, N_in] (None: all rows); other output rows get no centre term
     and their gradient is not propagated through it.
+    native: run the native CPU kernel (leakjax.sparse.native); None (default) = when available
+    (CPU backend, float32, built, not disabled by LEAKJAX_NATIVE=0), False = pure JAX always.
     Returns [B, num_out, C_out].
     """
     static = (num_out or feats.shape[1], pairs.tile_size)
@@ -172,6 +180,24 @@ def pair_conv(
     )
     if centre_weight is not None and static[0] != feats.shape[1]:
         raise ValueError("pair_conv: a centre tap needs as many output rows as input rows")
+    if native or (
+        native is None and _native.use_native(feats, weight, mirror_weight, centre_weight)
+    ):
+        if not _native.load():
+            raise RuntimeError("pair_conv: native=True but the native kernel is unavailable")
+        return _native.pair_conv(
+            feats,
+            src_rows,
+            dst_rows,
+            pairs.tile_offset,
+            pairs.num_tiles,
+            pairs.tile_size,
+            weight,
+            mirror_weight,
+            static[0],
+            centre_weight,
+            mask,
+        )
     return _tile_conv(
         static,
         feats,
