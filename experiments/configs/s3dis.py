@@ -53,8 +53,7 @@ def scene_epoch(config: ml_collections.ConfigDict, steps: int) -> ml_collections
 def _cpu_default(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """About 4.5-5 minutes for the whole pipeline on 2 shared CPU cores (measured 4 min 24 s and
     5 min 12 s from a fresh work directory): ~40 s to compile each train step, ~0.5 s per step.
-    LEAK's lambdas are the base defaults, not tuned for 200 steps (LEAK scored below the baseline
-    in those runs)."""
+    LEAK's weights: RandLA-Net's (experiments/configs/base.py `randla_training`)."""
     config = _s3dis(config)
     config.model.kwargs = {
         "input_channels": 6,

@@ -105,8 +105,12 @@ def _randla_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
 def _randla(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """RandLA-Net on the default run's synthetic world, CPU-sized: training crops of 16384 points
-    instead of 45056 (scans here have ~30k points); evaluation on whole scans (every point)."""
+    instead of 45056 (scans here have ~30k points); evaluation on whole scans (every point).
+    BatchNorm momentum 0.9 instead of the released 0.99: after 220 steps the running statistics
+    at 0.99 still hold 0.99^220 = 11% of their initial values, and the evaluation uses them
+    (measured on the S3DIS stand-in: 17 points of accuracy; experiments/configs/s3dis.py)."""
     config = _randla_model(_cpu_default(config))
+    config.model.kwargs = {**config.model.kwargs, "bn_momentum": 0.9}
     config.data.transform_kwargs = {"randla_crop": {"num_points": 16384}}
     config.data.buckets = [16384, 32768, 40960, 49152]
     config.optimizer.decay_every_steps = 12  # one epoch: 24 scans, batch 2
