@@ -161,14 +161,18 @@ def write_markdown(path: pathlib.Path, table: dict, curves: str | None) -> None:
     lines = [
         f"# Ablation: {len(arms) - 1} variants x {len(seeds)} seeds (seeds {seeds})",
         "",
-        f"Data: {table['data']}. Validation metrics in %, mean +- sample std over seeds. hIoU on",
+        f"Data: {table['data']}. Validation metrics in %, mean +- sample std over seeds (one seed:"
+        " no spread, no interval). hIoU on",
         "the shared grouping: " + "; ".join(table["shared_grouping"]) + ".",
         "",
         "| arm | " + " | ".join(METRICS) + " |",
         "|---|" + "---|" * len(METRICS),
     ]
     for arm, metrics in arms.items():
-        cells = [f"{100 * m['mean']:.2f} +- {100 * m['std']:.2f}" for m in metrics.values()]
+        cells = [
+            f"{100 * m['mean']:.2f}" + (f" +- {100 * m['std']:.2f}" if len(seeds) > 1 else "")
+            for m in metrics.values()
+        ]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -179,7 +183,8 @@ def write_markdown(path: pathlib.Path, table: dict, curves: str | None) -> None:
     ]
     for arm, metrics in diffs.items():
         cells = [
-            f"{100 * d['mean']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
+            f"{100 * d['mean']:+.2f}"
+            + (f" [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]" if len(seeds) > 1 else "")
             for d in metrics.values()
         ]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
