@@ -372,6 +372,26 @@ def test_bad_file_in_a_directory_stops_prediction_naming_it(runs, tmp_path):
         predict_cli.predict(runs["baseline"], inputs, tmp_path / "out", formats=["jpg"])
 
 
+def _predict_as(runs, tmp_path, monkeypatch, model_class, points) -> np.ndarray:
+    """Raw .label ids predicted for `points` by the baseline's parameters under `model_class`
+    (registered for the test, given through --workdir_config)."""
+    name = model_class.__name__.lower()
+    monkeypatch.setitem(MODELS, name, model_class)
+    config = json.loads((runs["baseline"].parent / "config.json").read_text())
+    config["model"]["name"] = name
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    np.save(tmp_path / "scan.npy", points)
+    predict_cli.predict(
+        runs["baseline"],
+        tmp_path / "scan.npy",
+        tmp_path / "out",
+        formats=["label"],
+        workdir_config=str(tmp_path / "config.json"),
+    )
+    raw, _ = semantic_kitti.load_labels(tmp_path / "out" / "scan.label", len(points))
+    return raw
+
+
 class FlippedPointMLP(PointMLP):
     """PointMLP on the y-mirrored scan, which its host-side `prepare_batch` adds to the batch."""
 
@@ -385,20 +405,8 @@ class FlippedPointMLP(PointMLP):
 def test_batches_go_through_the_models_prepare_batch(runs, tmp_path, monkeypatch):
     """The baseline's parameters under a model with a `prepare_batch` hook (the config given with
     --workdir_config): predictions are those of the mirrored points."""
-    monkeypatch.setitem(MODELS, "flipped_pointmlp", FlippedPointMLP)
-    config = json.loads((runs["baseline"].parent / "config.json").read_text())
-    config["model"]["name"] = "flipped_pointmlp"
-    (tmp_path / "config.json").write_text(json.dumps(config))
     points = runs["scan"][:300]
-    np.save(tmp_path / "scan.npy", points)
-    predict_cli.predict(
-        runs["baseline"],
-        tmp_path / "scan.npy",
-        tmp_path / "out",
-        formats=["label"],
-        workdir_config=str(tmp_path / "config.json"),
-    )
-    raw, _ = semantic_kitti.load_labels(tmp_path / "out" / "scan.label", len(points))
+    raw = _predict_as(runs, tmp_path, monkeypatch, FlippedPointMLP, points)
     mirrored = points * np.float32([1, -1, 1, 1])
     np.testing.assert_array_equal(
         raw, LEARNING_MAP_INV[expected_labels(runs["baseline"], mirrored)]
@@ -417,20 +425,8 @@ def test_predictions_come_back_in_the_files_order(runs, tmp_path, monkeypatch):
     """A model whose prepare_batch permutes the points (RandLA-Net's shuffle): the written labels
     are still those of the file's points in the file's order (a per-point model predicts the
     same label for a point wherever it sits)."""
-    monkeypatch.setitem(MODELS, "shuffled_pointmlp", ShuffledPointMLP)
-    config = json.loads((runs["baseline"].parent / "config.json").read_text())
-    config["model"]["name"] = "shuffled_pointmlp"
-    (tmp_path / "config.json").write_text(json.dumps(config))
     points = runs["scan"][:300]
-    np.save(tmp_path / "scan.npy", points)
-    predict_cli.predict(
-        runs["baseline"],
-        tmp_path / "scan.npy",
-        tmp_path / "out",
-        formats=["label"],
-        workdir_config=str(tmp_path / "config.json"),
-    )
-    raw, _ = semantic_kitti.load_labels(tmp_path / "out" / "scan.label", len(points))
+    raw = _predict_as(runs, tmp_path, monkeypatch, ShuffledPointMLP, points)
     expected = expected_labels(runs["baseline"], points)
     assert len(np.unique(expected)) > 1  # else any order would pass
     np.testing.assert_array_equal(raw, LEARNING_MAP_INV[expected])
