@@ -16,7 +16,12 @@ Every field (experiments/configs/base.py) can be overridden from the command lin
 import ml_collections
 
 from experiments.configs.base import base_config, randla_training, smoke_schedule
-from experiments.configs.s3dis import RELEASED_D_OUT, RELEASED_RATIOS, scene_epoch
+from experiments.configs.s3dis import (
+    RELEASED_D_OUT,
+    RELEASED_RATIOS,
+    scene_cpu_schedule,
+    scene_epoch,
+)
 
 
 def _semantic3d(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -41,21 +46,7 @@ def _cpu_default(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     """About 4.5-5 minutes for the whole pipeline on 2 shared CPU cores (measured 4 min 36 s and
     4 min 43 s from a fresh work directory, the synthetic scans' generation included)."""
     config = _semantic3d(config)
-    config.model.kwargs = {
-        "input_channels": 6,
-        "d_out": tuple(d // 2 for d in RELEASED_D_OUT),
-        "sub_sampling_ratio": RELEASED_RATIOS,
-        "bn_momentum": 0.9,
-    }
-    config.data.scene.crop_points = 4096
-    config.data.buckets = [4096, 32768, 49152, 65536]  # crops; whole synthetic scans
-    config.train.batch_size = 4
-    config.eval.batch_size = 2
-    config.train.num_steps = 200
-    config.train.log_every = 20
-    config.train.checkpoint_every = 100
-    config.train.eval_every = 100
-    return scene_epoch(config, 50)
+    return scene_cpu_schedule(config, [4096, 32768, 49152, 65536])  # crops; whole scans
 
 
 def _smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
