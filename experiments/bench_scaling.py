@@ -65,8 +65,8 @@ def measure(model: str, size: str, global_batch: int, steps: int, cache: str) ->
     import jax  # noqa: PLC0415
 
     from datasets.registry import load_dataset  # noqa: PLC0415
+    from leakjax.train import entries, trainer  # noqa: PLC0415
     from leakjax.train import mesh as mesh_lib  # noqa: PLC0415
-    from leakjax.train import trainer  # noqa: PLC0415
     from leakjax.train.steps import make_train_step  # noqa: PLC0415
 
     config = _config(model, size, global_batch)
@@ -82,7 +82,7 @@ def measure(model: str, size: str, global_batch: int, steps: int, cache: str) ->
         run.model, run.tx, mesh, jax.random.key(0), loss, data.label_space, data.spec
     )
     warmup = 2
-    host = trainer.prepare_batches(run.model, trainer.training_batches(config, data, 0))
+    host = entries.prepare_batches(run.model, trainer.training_batches(config, data, 0))
     start = time.perf_counter()
     host_batches = [next(host) for _ in range(warmup + steps)]
     host_seconds = time.perf_counter() - start

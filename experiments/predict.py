@@ -17,7 +17,7 @@ Inputs: one file or a directory (searched recursively) of `.bin` (KITTI), `.npy`
 to the config's buckets (`config.data.buckets`); a scan larger than the largest bucket gets an added
 bucket (its size rounded up to a multiple of 16384 points: one more compilation), and a model
 whose internal capacities (config.model.kwargs) it then overflows stops with an error naming the
-files. Batches go through the model's `prepare_batch` hook (trainer.prepare_batches).
+files. Batches go through the model's `prepare_batch` hook (entries.prepare_batches).
 
 Points with a NaN or infinite value are not given to the model: they are labelled `no_label`
 (SemanticKITTI: 0, written as raw id 0 "unlabeled"), kept in place in every output, logged as a
@@ -64,7 +64,7 @@ from leakjax.data import Dataset
 from leakjax.label_space import LabelSpace
 from leakjax.leak import Hierarchy
 from leakjax.pipeline import phases, renders
-from leakjax.train import input_pipeline, trainer
+from leakjax.train import entries, input_pipeline, trainer
 from leakjax.train.batch import choose_capacity, pad_batch
 from leakjax.train.checkpoint import Checkpointer
 from leakjax.train.mesh import (
@@ -221,14 +221,14 @@ def predict_scans(
             batch = pad_batch(samples, capacity, spec, label_space.no_label)
             # the model's prepare_batch may permute entries (RandLA-Net's shuffle): carry each
             # entry's position through it, to put the predictions back in the file's order
-            batch = trainer.with_positions(batch, spec.mask_key)
-            (batch,) = trainer.prepare_batches(model, [batch])
-            if trainer.INDEX_KEY not in batch:
+            batch = entries.with_positions(batch, spec.mask_key)
+            (batch,) = entries.prepare_batches(model, [batch])
+            if entries.INDEX_KEY not in batch:
                 raise ValueError(
                     f"{type(model).__name__}.prepare_batch drops unknown batch fields: its "
                     "predictions cannot be put back in the files' order"
                 )
-            positions = batch.pop(trainer.INDEX_KEY)
+            positions = batch.pop(entries.INDEX_KEY)
             yield indices, clouds, batch, positions
 
     variables = state.variables()
@@ -244,7 +244,7 @@ def predict_scans(
         for row, (index, cloud) in enumerate(zip(indices, clouds)):
             finite = cloud.finite
             full = np.full(len(finite), label_space.no_label, np.int32)
-            full[finite] = trainer.in_source_order(
+            full[finite] = entries.in_source_order(
                 labels[row], positions[row], mask[row], (int(finite.sum()),), -1, str(cloud.path)
             )
             yield index, cloud, full

@@ -2,7 +2,9 @@
 
 The same four phases as experiments/semkitti.py (leakjax/pipeline/phases.py) on one fold of S3DIS:
 train on five areas, validate on `config.data.test_area` (default 5, the Area-5 protocol), every
-raw point of the test area scored (whole rooms, no test-time crops or votes: datasets/scenes/).
+raw point of the test area scored (whole rooms by default; the released test-time crops with
+averaged votes with --config.data.scene.evaluation=possibility_votes, the `:full` recipe's
+choice: datasets/scenes/voting.py).
 Without --data_dir the synthetic rooms (datasets/s3dis/synthetic.py) are generated once into
 <workdir>/../synthetic_cache; with it, the official release or mmdetection3d's layout. Configs:
 experiments/configs/s3dis.py (`:smoke`, `:full` = the paper's RandLA-Net recipe).
@@ -19,21 +21,29 @@ LEAK run: a fold never sees another fold's test area. The 6-fold number is then 
 
 import json
 import pathlib
+import re
 
 import numpy as np
 from absl import flags
 
 from datasets.s3dis.labels import CLASS_NAMES
 from datasets.s3dis.protocols import pooled_miou
+from datasets.scenes import evaluation_tag
 from experiments import pipeline_cli
 
 
-def final_confusion(run_dir: pathlib.Path) -> np.ndarray:
-    """The validation confusion of a run's last evaluated step (`val_confusion_step<N>.npy`)."""
-    paths = list(pathlib.Path(run_dir).glob("val_confusion_step*.npy"))
-    if not paths:
-        raise ValueError(f"{run_dir}: no val_confusion_step<N>.npy; run phases 1-4 first")
-    return np.load(max(paths, key=lambda p: int(p.stem[len("val_confusion_step") :])))
+def final_confusion(run_dir: pathlib.Path, tag: str = "") -> np.ndarray:
+    """The validation confusion of a run's last evaluated step (`val_confusion_step<N><tag>.npy`,
+    `tag` naming the evaluation protocol: datasets/scenes/voting.py `evaluation_tag`)."""
+    pattern = re.compile(rf"val_confusion_step(\d+){re.escape(tag)}\.npy")
+    steps = {
+        int(match.group(1)): path
+        for path in pathlib.Path(run_dir).glob("val_confusion_step*.npy")
+        if (match := pattern.fullmatch(path.name))
+    }
+    if not steps:
+        raise ValueError(f"{run_dir}: no val_confusion_step<N>{tag}.npy; run phases 1-4 first")
+    return np.load(steps[max(steps)])
 
 
 def pool_folds(workdirs, out_dir, runs=("baseline", "leak")) -> dict:
@@ -45,10 +55,11 @@ def pool_folds(workdirs, out_dir, runs=("baseline", "leak")) -> dict:
         if config["data"]["name"] != "s3dis":
             raise ValueError(f"{workdir}: not an S3DIS run (data.name {config['data']['name']!r})")
         area = int(config["data"]["test_area"])
+        tag = evaluation_tag(config["data"].get("scene", {}))  # the fold's evaluation protocol
         for run in runs:
             if area in per_run[run]:
                 raise ValueError(f"{workdir}: test area {area} given twice")
-            per_run[run][area] = final_confusion(workdir / run)
+            per_run[run][area] = final_confusion(workdir / run, tag)
     result = {}
     for run, confusions in per_run.items():
         miou, iou = pooled_miou(confusions)

@@ -30,9 +30,11 @@ def test_saved_configs_restore_exactly(module, variant):
 def test_old_configs_gain_new_fields_and_unknown_fields_are_errors():
     saved = json.loads(semkitti.get_config("smoke").to_json_best_effort())
     del saved["model"]["pretrained"], saved["leak"]["method"]
+    del saved["data"]["scene"]["evaluation"]  # a nested section gains its new fields too
     restored = restore_config(saved)
     assert restored.model.pretrained == base_config().model.pretrained
     assert restored.leak.method == base_config().leak.method
+    assert restored.data.scene.evaluation == "whole_clouds"
     saved["leak"]["no_such_switch"] = 1
     with pytest.raises(ValueError, match="leak.no_such_switch is not in the schema"):
         restore_config(saved)

@@ -243,8 +243,10 @@ def test_gradients_finite_and_overfit_one_scan(setup):
     assert np.isfinite(history).all() and history[-1] < 0.1 * history[0], history
     # About ten classes are present: uniform guessing gives an mIoU near 0.05. Voxel labels are
     # lossy on this coarse grid (mixed voxels), so even a perfect voxel fit stays below 1.
-    (train_logits, _), _ = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats}, batch, train=True, mutable=True
+    # jitted: an eager Cylinder3D forward dispatches (and compiles) its ~1000 ops one by one
+    train_forward = jax.jit(lambda v, b: model.apply(v, b, train=True, mutable=True))
+    (train_logits, _), _ = train_forward(
+        {"params": state.params, "batch_stats": state.batch_stats}, batch
     )
     train_miou = point_miou(np.asarray(jnp.argmax(train_logits, -1)), batch)  # batch statistics
     eval_logits, _, _ = evaluate(state.variables(), batch)

@@ -12,7 +12,7 @@ from train_fixtures import InMemorySource, in_memory_dataset, tiny_config
 from datasets.pascal_voc.labels import LABEL_SPACE as VOC_LABELS
 from leakjax.data import Dataset
 from leakjax.leak import LeakConfig, LeakSettings
-from leakjax.train import input_pipeline, trainer
+from leakjax.train import entries, input_pipeline, trainer
 from leakjax.train import mesh as mesh_lib
 from leakjax.train.batch import image_spec
 from leakjax.train.steps import make_train_step
@@ -98,7 +98,7 @@ def test_train_step_on_four_devices_equals_one(name, tmp_path):
             label_fill=data.label_space.no_label,
         )
     )
-    host = next(trainer.prepare_batches(model, iter([host])))
+    host = next(entries.prepare_batches(model, iter([host])))
     single, single_loss = _step(config, data, jax.devices()[:1], tmp_path / "one", host)
     sharded, sharded_loss = _step(config, data, jax.devices(), tmp_path / "four", host)
     assert np.isfinite(single_loss)

@@ -4,12 +4,14 @@ in the files), Semantic3D test predictions in the submission format, the pooled 
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
 
 from datasets.registry import DATASETS, load_dataset
 from datasets.s3dis import protocols
+from datasets.scenes import evaluation_tag
 from datasets.semantic3d import layout
 from experiments import s3dis as s3dis_entry
 from experiments import semantic3d as semantic3d_entry
@@ -76,6 +78,46 @@ def test_s3dis_pipeline_scores_every_raw_point_of_the_test_area(s3dis_run):
         assert _final_confusion(workdir / run).sum() == raw_points
     assert len(report["runs"]["leak"]["iou_per_class"]) == 13
     assert (workdir / "hierarchy.json").is_file() and (workdir / "render_0.png").is_file()
+
+
+def test_the_released_voted_test_on_a_finished_run(s3dis_run, tmp_path):
+    """The finished work directory re-evaluated with the released test (crops, votes): training
+    is not repeated, the voted confusions are cached beside the whole-room ones under their own
+    tag, still count every raw point of the test area once, and 6-fold pooling reads them."""
+    config, workdir, _ = s3dis_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    voted = config.copy_and_resolve_references()
+    voted.data.scene.evaluation = "possibility_votes"
+    tag = evaluation_tag(voted.data.scene)
+    assert tag.startswith("_votes-n512-")
+    report = pipeline.run_pipeline(voted, copy, cache_dir=str(workdir.parent / "synthetic_cache"))
+    for run in ("baseline", "leak"):
+        whole = _final_confusion(workdir / run)
+        np.testing.assert_array_equal(_final_confusion(copy / run), whole)  # untouched
+        confusion = s3dis_entry.final_confusion(copy / run, tag)
+        assert confusion.sum() == whole.sum() == report["runs"][run]["num_labelled"]
+        assert sorted(p.name for p in (copy / run).glob("checkpoints/*")) == sorted(
+            p.name for p in (workdir / run).glob("checkpoints/*")
+        )  # no training step added
+    # 6-fold pooling reads each fold's confusions of its own protocol (config.json): six folds
+    # holding this run's voted confusions and, at a later step, a whole-room decoy
+    folds = []
+    for area in range(1, 7):
+        fold = tmp_path / f"area{area}"
+        saved = json.loads(voted.to_json_best_effort())
+        saved["data"]["test_area"] = area
+        (fold / "leak").mkdir(parents=True)
+        (fold / "baseline").mkdir()
+        (fold / "config.json").write_text(json.dumps(saved))
+        for run in ("baseline", "leak"):
+            np.save(fold / run / f"val_confusion_step6{tag}.npy", confusion)
+            np.save(fold / run / "val_confusion_step7.npy", confusion + 1000)
+        folds.append(fold)
+    pooled = s3dis_entry.pool_folds(folds, tmp_path / "pooled")
+    union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
+    expected = np.where(union > 0, np.diag(confusion) / np.maximum(union, 1), 0.0)
+    assert pooled["leak"]["miou"] == pytest.approx(expected.mean())
 
 
 def test_semantic3d_pipeline_scores_every_labelled_raw_point_and_writes_a_submission(

@@ -30,7 +30,7 @@ from datasets.cache import ensure_generated
 from datasets.s3dis.io import list_mmdet3d_scenes, load_mmdet3d_scene, load_room
 from datasets.s3dis.labels import LABEL_SPACE, NUM_CLASSES
 from datasets.s3dis.layout import AREAS, area_name, list_rooms, scene_name
-from datasets.scenes import CloudFiles, PossibilityCrops, WholeClouds, preprocess
+from datasets.scenes import CloudFiles, PossibilityCrops, evaluation_source, preprocess
 from leakjax.data import Dataset
 from leakjax.train.batch import point_cloud_spec
 
@@ -138,5 +138,5 @@ def load_dataset(
         f"{where}, test area {test_area} ({len(test_clouds)} rooms) vs {len(train_clouds)} "
         f"training rooms, grid {scene.grid_size_m} m"
     )
-    validation = WholeClouds(test_clouds, LABEL_SPACE)
+    validation = evaluation_source(test_clouds, LABEL_SPACE, scene)
     return Dataset("s3dis", LABEL_SPACE, SPEC, train, validation, description)

@@ -5,6 +5,8 @@ preprocess.py  grid sub-sampling with each raw point's projection and the raw la
 cache.py       `preprocess`: every cloud once into the cache, keyed by its settings and files
 sources.py     `PossibilityCrops` (training, RandLA-Net's possibility-guided crops, deterministic
                and resumable) and `WholeClouds` (evaluation: every raw point scored once)
+voting.py      `VotingCrops`: the released test's possibility-guided crops, votes averaged
+               (evaluation option config.data.scene.evaluation = "possibility_votes")
 """
 
 from datasets.scenes.cache import CachedCloud, CloudFiles, preprocess
@@ -14,7 +16,8 @@ from datasets.scenes.preprocess import (
     subsample_chunks,
     subsample_cloud,
 )
-from datasets.scenes.sources import CropPlan, PossibilityCrops, WholeClouds
+from datasets.scenes.sources import CropPlan, PossibilityCrops, WholeClouds, possibility_plan
+from datasets.scenes.voting import VotingCrops, evaluation_source, evaluation_tag
 
 __all__ = [
     "CachedCloud",
@@ -23,7 +26,11 @@ __all__ = [
     "CropPlan",
     "PossibilityCrops",
     "SubsampledCloud",
+    "VotingCrops",
     "WholeClouds",
+    "evaluation_source",
+    "evaluation_tag",
+    "possibility_plan",
     "preprocess",
     "subsample_chunks",
     "subsample_cloud",

@@ -29,16 +29,15 @@ contract's optional `label_counts` int32 [S, C] = the cloud's raw label histogra
 point (unscored label ids zeroed). The evaluation counts the confusion from it (leakjax/train/
 steps.py), which equals scoring every raw point with the prediction of its nearest sub-sampled
 point (the released `proj`): every raw point is scored exactly once, in one static-shape pass per
-cloud. The released test instead repeats possibility-guided crops and averages their softmax
-(p <- 0.98 p + 0.02 new) until every point is covered; that needs a variable number of passes
-per cloud and state carried across them, and is not what this evaluation does (the cloud must then
-fit a capacity bucket, config.data.buckets).
+cloud (the cloud must fit a capacity bucket, config.data.buckets). The released test instead
+repeats possibility-guided crops and averages their softmax (p <- 0.98 p + 0.02 new) until every
+point is covered: datasets/scenes/voting.py `VotingCrops`, the other evaluation option.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -111,6 +110,45 @@ class CropPlan:
     centre: np.ndarray
 
 
+def possibility_plan(
+    xyz: Sequence[np.ndarray],
+    neighbours: Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    rng: np.random.Generator,
+    centre_noise_m: float,
+    num_crops: int | None = None,
+    min_possibility: float | None = None,
+) -> CropPlan:
+    """RandLA-Net's possibility-guided crop sequence (module docstring), as released.
+
+    Every point of every cloud gets a possibility uniform in [0, 1e-3) from `rng`; each crop takes
+    the cloud with the lowest possibility and its lowest point, adds Gaussian noise (sigma
+    `centre_noise_m`) to that centre, and raises the possibility of each of the centre's
+    `neighbours(cloud, centre)` = (indices [k], squared distances [k]) by (1 - d^2 / max d^2)^2.
+    The geometry alone drives it (never the predictions), so the whole sequence is known before
+    the network runs. It stops after `num_crops` crops (training epochs) or once every point's
+    possibility exceeds `min_possibility` (the released test); exactly one of the two is given.
+    """
+    if (num_crops is None) == (min_possibility is None):
+        raise ValueError("possibility_plan: give exactly one of num_crops and min_possibility")
+    possibility = [rng.random(len(points)) * 1e-3 for points in xyz]
+    lowest = np.array([p.min() for p in possibility])
+    clouds, centres = [], []
+    while (len(clouds) < num_crops) if num_crops is not None else (lowest.min() <= min_possibility):
+        cloud = int(np.argmin(lowest))
+        point = int(np.argmin(possibility[cloud]))
+        centre = xyz[cloud][point].astype(np.float64)
+        centre = centre + rng.normal(scale=centre_noise_m, size=3)
+        index, squared = neighbours(cloud, centre)
+        if len(index) > 1:
+            possibility[cloud][index] += np.square(1.0 - squared / max(squared.max(), 1e-12))
+        else:  # a one-point crop is its own farthest point: it would never rise
+            possibility[cloud][index] += 1.0
+        lowest[cloud] = possibility[cloud].min()
+        clouds.append(cloud)
+        centres.append(centre)
+    return CropPlan(np.asarray(clouds, np.int32), np.asarray(centres, np.float64).reshape(-1, 3))
+
+
 class PossibilityCrops:
     """Training samples: possibility-guided crops (module docstring); a `Source` with `sample`.
 
@@ -174,20 +212,9 @@ class PossibilityCrops:
         if self._plan is not None and self._plan[0] == (seed, epoch):
             return self._plan[1]
         rng = _generator(seed, epoch, _PLAN_STREAM)
-        possibility = [rng.random(len(xyz)) * 1e-3 for xyz in self.xyz]
-        lowest = np.array([p.min() for p in possibility])
-        clouds = np.zeros(self.crops_per_epoch, np.int32)
-        centres = np.zeros((self.crops_per_epoch, 3), np.float64)
-        for crop in range(self.crops_per_epoch):
-            cloud = int(np.argmin(lowest))
-            point = int(np.argmin(possibility[cloud]))
-            centre = self.xyz[cloud][point].astype(np.float64)
-            centre = centre + rng.normal(scale=self.centre_noise_m, size=3)
-            index, squared = self._neighbours(cloud, centre)
-            possibility[cloud][index] += np.square(1.0 - squared / max(squared.max(), 1e-12))
-            lowest[cloud] = possibility[cloud].min()
-            clouds[crop], centres[crop] = cloud, centre
-        plan = CropPlan(clouds, centres)
+        plan = possibility_plan(
+            self.xyz, self._neighbours, rng, self.centre_noise_m, num_crops=self.crops_per_epoch
+        )
         self._plan = ((seed, epoch), plan)
         return plan
 
@@ -217,4 +244,4 @@ class PossibilityCrops:
         return counts
 
 
-__all__ = ["CropPlan", "PossibilityCrops", "WholeClouds"]
+__all__ = ["CropPlan", "PossibilityCrops", "WholeClouds", "possibility_plan"]

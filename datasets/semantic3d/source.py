@@ -26,7 +26,13 @@ import ml_collections
 import numpy as np
 
 from datasets.cache import ensure_generated
-from datasets.scenes import CachedCloud, CloudFiles, PossibilityCrops, WholeClouds, preprocess
+from datasets.scenes import (
+    CachedCloud,
+    CloudFiles,
+    PossibilityCrops,
+    evaluation_source,
+    preprocess,
+)
 from datasets.semantic3d.io import iter_chunks
 from datasets.semantic3d.labels import LABEL_SPACE, NUM_CLASSES
 from datasets.semantic3d.layout import REDUCED8_TEST_SCANS, TRAINING_SCANS, split_files
@@ -110,7 +116,7 @@ def load_dataset(
         centre_noise_m=scene.centre_noise_m,
         num_classes=NUM_CLASSES,
     )
-    validation = WholeClouds(validation_clouds, LABEL_SPACE)
+    validation = evaluation_source(validation_clouds, LABEL_SPACE, scene)
     description = (
         f"{where}, validation {[c.name for c in validation_clouds]} vs {len(train_clouds)} "
         f"training scans, grid {scene.grid_size_m} m"

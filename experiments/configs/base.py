@@ -50,6 +50,14 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.scene.crops_per_epoch = 3000  # released: 500 steps x batch 6
     config.data.scene.centre_noise_m = 0.35
     config.data.scene.chunk_points = 1_000_000  # text lines parsed at a time (Semantic3D)
+    # Evaluation (datasets/scenes/voting.py): "whole_clouds" = one pass per sub-sampled cloud,
+    # every raw point scored once; "possibility_votes" = the released test: possibility-guided
+    # crops until every point's possibility exceeds vote_min_possibility, class probabilities
+    # averaged p <- s p + (1 - s) new (s = vote_smoothing), crops drawn from vote_seed.
+    config.data.scene.evaluation = "whole_clouds"
+    config.data.scene.vote_min_possibility = 0.5
+    config.data.scene.vote_smoothing = 0.98
+    config.data.scene.vote_seed = 0
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "cylinder3d"  # a key of leakjax.models.MODELS
@@ -201,7 +209,7 @@ def restore_config(saved: dict) -> ml_collections.ConfigDict:
     return config
 
 
-_SECTIONS = ("data", "model", "optimizer", "loss", "leak", "train", "eval")
+_SECTIONS = ("data", "data.scene", "model", "optimizer", "loss", "leak", "train", "eval")
 
 
 def _tuples(value):

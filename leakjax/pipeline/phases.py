@@ -191,11 +191,12 @@ def validation_confusion(
     checkpointer = Checkpointer(pathlib.Path(run_dir) / "checkpoints")
     latest = checkpointer.latest_step()
     checkpointer.close()
-    if latest is not None and trainer.confusion_path(run_dir, latest).exists():
-        return np.load(trainer.confusion_path(run_dir, latest))  # e.g. the final validation
+    tag = trainer.evaluation_tag(pipe.data)  # another protocol on the same run: its own file
+    if latest is not None and trainer.confusion_path(run_dir, latest, tag).exists():
+        return np.load(trainer.confusion_path(run_dir, latest, tag))  # e.g. the final validation
     model, state, _ = trainer.load_state(config, run_dir, pipe.mesh, pipe.data, settings)
     confusion = trainer.evaluate(model, state, pipe.data, pipe.mesh, config)
-    trainer.save_confusion(run_dir, int(jax.device_get(state.step)), confusion)
+    trainer.save_confusion(run_dir, int(jax.device_get(state.step)), confusion, tag)
     return confusion
 
 

@@ -32,7 +32,7 @@ from matplotlib.transforms import IdentityTransform  # noqa: E402
 
 from leakjax.label_space import LabelSpace  # noqa: E402
 from leakjax.range_image import spherical_projection  # noqa: E402
-from leakjax.train import input_pipeline, trainer  # noqa: E402
+from leakjax.train import entries, input_pipeline, trainer  # noqa: E402
 from leakjax.train.mesh import (  # noqa: E402
     check_batch_size,
     global_batch,
@@ -363,6 +363,7 @@ class _Subset:
 
     def __init__(self, source, indices: Sequence[int]):
         self.source, self.indices = source, [int(i) for i in indices]
+        self.optional_fields = getattr(source, "optional_fields", None)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -409,10 +410,10 @@ def predict_points(
     variables = state.variables()
     results = []
     for start, batch in zip(range(0, len(source), batch_size), batches):
-        batch = trainer.with_positions(batch, spec.mask_key)
+        batch = entries.with_positions(batch, spec.mask_key)
         if prepare is not None:
             batch = prepare(batch)
-            if trainer.INDEX_KEY not in batch:
+            if entries.INDEX_KEY not in batch:
                 raise ValueError(
                     f"{type(model).__name__}.prepare_batch drops unknown batch fields: its "
                     "predictions cannot be put back in the source's order"
@@ -424,7 +425,7 @@ def predict_points(
             raise trainer.CapacityOverflowError(f"render batch {start}: model capacity overflow")
         for row in range(min(batch_size, len(source) - start)):
             sample = source[start + row]
-            out = trainer.in_source_order(
+            out = entries.in_source_order(
                 prediction[row].astype(np.int32),
                 position[row],
                 valid[row],

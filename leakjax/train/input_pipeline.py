@@ -148,8 +148,16 @@ def eval_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """One pass over every sample and every entry, in order (this process's share of each batch).
 
-    The last batch is filled with empty samples (all-False masks) so shapes stay static.
+    The last batch is filled with empty samples (all-False masks) so shapes stay static; they carry
+    the optional fields of the spec, or only those the source lists in its `optional_fields`
+    (e.g. overlapping crops carry no per-entry raw label counts), so every process's share of a
+    batch has the same fields.
     """
+    filler = spec.empty_sample()
+    optional = getattr(source, "optional_fields", None)
+    if optional is not None:
+        dropped = [k for k, f in spec.fields.items() if f.optional and k not in optional]
+        filler = {k: v for k, v in filler.items() if k not in dropped}
     size = len(source)
     for start in range(0, size, global_batch_size):
         indices = list(range(start, min(start + global_batch_size, size)))
@@ -160,7 +168,7 @@ def eval_batches(
             if start + j < size:
                 samples.append(source[start + j])
             else:
-                samples.append(spec.empty_sample())
+                samples.append(filler)
         yield pad_batch(samples, capacity, spec, label_fill)
 
 

@@ -27,8 +27,9 @@ from leakjax.label_space import LabelSpace
 from leakjax.leak.objective import LeakSettings
 from leakjax.metrics import segmentation_metrics
 from leakjax.models import MODELS, torch_import
-from leakjax.train import input_pipeline
+from leakjax.train import input_pipeline, votes
 from leakjax.train.checkpoint import Checkpointer, restore_or_initialize
+from leakjax.train.entries import INDEX_KEY, prepare_batches, with_positions
 from leakjax.train.logging import MetricWriter, Progress, check_finite, format_eta
 from leakjax.train.mesh import (
     batch_sharding,
@@ -87,13 +88,6 @@ def example_batch(
     )
     prepare = getattr(model, "prepare_batch", None)
     return batch if prepare is None else prepare(batch)
-
-
-def prepare_batches(model: nn.Module, batches: Iterator[dict]) -> Iterator[dict]:
-    """The model's host-side batch preparation, if it has one (docs/model_api.md): e.g. neighbour
-    indices computed on the host in the input pipeline's thread. Deterministic numpy."""
-    prepare = getattr(model, "prepare_batch", None)
-    return batches if prepare is None else map(prepare, batches)
 
 
 def build_run(
@@ -283,7 +277,7 @@ def train(
 
     def validate(step: int) -> None:
         confusion = evaluate(run.model, state, data, mesh, config)
-        save_confusion(run_dir, step, confusion)
+        save_confusion(run_dir, step, confusion, evaluation_tag(data))
         scalars = validation_scalars(confusion, label_space)
         writer.write_scalars(step, scalars)
         progress.pause()  # evaluation time is not training time in steps/s and the ETA
@@ -347,14 +341,21 @@ def validation_scalars(confusion: np.ndarray, label_space: LabelSpace) -> dict[s
     return scalars
 
 
-def confusion_path(run_dir: pathlib.Path, step: int) -> pathlib.Path:
-    """Where the validation confusion of a run's checkpoint at `step` is cached."""
-    return pathlib.Path(run_dir) / f"val_confusion_step{step}.npy"
+def confusion_path(run_dir: pathlib.Path, step: int, tag: str = "") -> pathlib.Path:
+    """Where the validation confusion of a run's checkpoint at `step` is cached; `tag`
+    (`evaluation_tag`) keeps the confusions of different evaluation protocols apart."""
+    return pathlib.Path(run_dir) / f"val_confusion_step{step}{tag}.npy"
 
 
-def save_confusion(run_dir: pathlib.Path, step: int, confusion: np.ndarray) -> None:
+def evaluation_tag(data: Dataset, split: str = "validation") -> str:
+    """The split source's `evaluation_tag` ('' for one pass per sample; e.g. the static scenes'
+    voted crops name their settings, datasets/scenes/voting.py)."""
+    return str(getattr(getattr(data, split), "evaluation_tag", ""))
+
+
+def save_confusion(run_dir: pathlib.Path, step: int, confusion: np.ndarray, tag: str = "") -> None:
     if jax.process_index() == 0:
-        np.save(confusion_path(run_dir, step), confusion)
+        np.save(confusion_path(run_dir, step, tag), confusion)
 
 
 def load_state(
@@ -379,16 +380,35 @@ def evaluate(
     config: ml_collections.ConfigDict,
     split: str = "validation",
 ) -> np.ndarray:
-    """Predicts every entry of a split; returns the summed confusion int64 [C, C] (rows truth)."""
+    """Predicts every entry of a split; returns the summed confusion int64 [C, C] (rows truth).
+
+    A voted split (leakjax/train/votes.py: overlapping crops, e.g. the released static-scene test)
+    is evaluated by its votes instead: every crop once, each entry by its averaged probabilities.
+    """
     check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
     label_space, spec = data.label_space, data.spec
+    source = getattr(data, split)
+    if votes.is_voted(source):
+        predict_ignored = bool(config.eval.predict_ignored)
+        cloud_votes = votes.vote(
+            model,
+            state.variables(),
+            source,
+            spec,
+            mesh,
+            label_space,
+            config.eval.batch_size,
+            list(config.data.buckets),
+            predict_ignored,
+        )
+        return votes.voted_confusion(cloud_votes, source, label_space, predict_ignored)
     eval_step = make_eval_step(
         model, mesh, label_space, spec, predict_ignored=config.eval.predict_ignored
     )
     num_classes = label_space.num_classes
     confusion = np.zeros((num_classes, num_classes), np.int64)
     batches = input_pipeline.eval_batches(
-        getattr(data, split),
+        source,
         spec,
         config.eval.batch_size,
         config.data.buckets,
@@ -412,49 +432,6 @@ def _fetch_confusion(outputs: dict[str, jax.Array], index: int) -> np.ndarray:
     if bool(host["overflow"]):
         raise CapacityOverflowError(f"evaluation batch {index}: model capacity overflow")
     return np.asarray(host["confusion"], np.int64)
-
-
-INDEX_KEY = "_entry_index"  # batch field: every entry's position in the padded sample
-
-
-def with_positions(batch: dict[str, np.ndarray], mask_key: str) -> dict[str, np.ndarray]:
-    """The batch plus INDEX_KEY int32 [B, *S]: each entry's flat position before the model's
-    `prepare_batch`, which may permute entries (RandLA-Net's shuffle): outputs can be put back."""
-    mask = batch[mask_key]
-    capacity = mask.shape[1:]
-    positions = np.arange(int(np.prod(capacity)), dtype=np.int32).reshape(capacity)
-    return {**batch, INDEX_KEY: np.broadcast_to(positions, mask.shape).copy()}
-
-
-def in_source_order(
-    values: np.ndarray,
-    positions: np.ndarray,
-    mask: np.ndarray,
-    size: tuple[int, ...],
-    fill: int,
-    what: str,
-) -> np.ndarray:
-    """One sample's per-entry outputs put back where its entries were before `prepare_batch`.
-
-    Args:
-      values: [*S] outputs of one batch row, in the prepared (possibly permuted) order.
-      positions: int [*S] INDEX_KEY of that row (`with_positions`, permuted alike).
-      mask: bool [*S] its real entries, in the prepared order.
-      size: the sample's own spatial size (its entries fill the first `size` of the capacity).
-      fill: the value of positions no entry came back to (none, checked).
-      what: names the sample in the error when the prepared row lost, added or repeated entries.
-    Returns: [*size] values in the sample's order.
-    """
-    capacity = mask.shape
-    flat = positions[mask]
-    where = np.unravel_index(flat, capacity)
-    inside = all(np.all(w < s) for w, s in zip(where, size))
-    count = int(np.prod(size))
-    if not inside or len(flat) != count or len(np.unique(flat)) != count:
-        raise ValueError(f"{what}: the prepared batch does not hold every entry of the sample once")
-    out = np.full(size, fill, values.dtype)
-    out[where] = values[mask]
-    return out
 
 
 def inspect_step(
