@@ -90,9 +90,10 @@ def test_four_devices_equal_one_device(config, source, tmp_path):
 
 
 def test_cylinder3d_step_four_devices_equal_one_device(source, tmp_path):
-    """The default model, sharded: same loss, gradients (through SGD), BN statistics, prototypes;
-    on a mesh of Auto axes (the trainer's) and of Explicit axes (jax.make_mesh's default, where
-    the sparse ops and LEAK's class sums run per device: leakjax.sharding).
+    """The default model, sharded: same loss, gradients (through SGD), BN statistics, prototypes
+    on the trainer's mesh of Auto axes. (Explicit axes, where the sparse ops and LEAK's class sums
+    run per device, leakjax.sharding: the trainer with LEAK in `test_four_devices_equal_one_device`,
+    the sparse network in tests/test_sparse_layers.py; a third Cylinder3D compile here cost ~50 s.)
 
     SGD rather than Adam: Adam's first step is about lr * sign(g), so a parameter whose true
     gradient is zero (e.g. a bias right before a BatchNorm) moves by +-lr on float32 rounding noise
@@ -106,13 +107,9 @@ def test_cylinder3d_step_four_devices_equal_one_device(source, tmp_path):
     batches = _host_batches(source, config, 1)
     single, single_losses = _run_steps(jax.devices()[:1], config, batches, tmp_path / "one")
     sharded, sharded_losses = _run_steps(jax.devices(), config, batches, tmp_path / "four")
-    explicit, explicit_losses = _run_steps(None, config, batches, tmp_path / "x", explicit_mesh())
     assert single.prototypes["micro_counts"].sum() > 0
     np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-6)
-    np.testing.assert_allclose(explicit_losses, single_losses, rtol=1e-6)
-    for name, other in [
-        (n, s) for n in ("params", "batch_stats", "prototypes") for s in (sharded, explicit)
-    ]:
+    for name, other in [(n, sharded) for n in ("params", "batch_stats", "prototypes")]:
         for a, b in zip(
             jax.tree.leaves(getattr(single, name)), jax.tree.leaves(getattr(other, name))
         ):
