@@ -1,9 +1,9 @@
 """The Colab notebook (notebooks/leak_colab.ipynb) run headless against this checkout.
 
 Its `parameters` cell is replaced by the smoke pipeline with the fast `pointmlp` model (as
-tests/test_pipeline.py's `_pointmlp_smoke`), the notebook is executed by nbclient in an ipykernel
-started in notebooks/ (as Jupyter starts it), and what it displayed is checked against the files
-the run wrote, read here independently. The committed notebook must carry no outputs.
+tests/test_pipeline_runs.py's `_pointmlp_smoke`), the notebook is executed by nbclient in an
+ipykernel started in notebooks/ (as Jupyter starts it), and what it displayed is checked against
+the files the run wrote, read here independently. The committed notebook must carry no outputs.
 """
 
 import ast
