@@ -190,13 +190,15 @@ def run_configuration(args, model: str, devices: int, processes: int, platform: 
         deadline = time.monotonic() + args.timeout_s
         while any(c.poll() is None for c in children) and time.monotonic() < deadline:
             time.sleep(0.2)
+        timed_out = any(c.poll() is None for c in children)
         for child in children:  # a hung JAX process ignores SIGTERM
             if child.poll() is None:
                 os.kill(child.pid, signal.SIGKILL)
             child.wait()
         if any(c.returncode for c in children):
             tail = (pathlib.Path(out) / "process0.log").read_text(errors="replace")[-2000:]
-            print(f"{model} {devices} devices / {processes} processes failed:\n{tail}")
+            why = f"killed after --timeout_s {args.timeout_s} s" if timed_out else "failed"
+            print(f"{model} {devices} devices / {processes} processes: {why}, no row:\n{tail}")
             return []
         per_process = [
             json.loads((pathlib.Path(out) / f"process{i}.json").read_text())
