@@ -87,7 +87,7 @@ def vote(
 ) -> list[np.ndarray]:
     """Every cloud's vote float32 [S_c, C] after all crops of `source` (module docstring).
 
-    Raises RuntimeError naming the batch when the model's capacity overflowed.
+    Raises trainer.CapacityOverflowError naming the batch when the model's capacity overflowed.
     """
     num_classes = label_space.num_classes
     votes = [
@@ -103,7 +103,9 @@ def vote(
     for index, host_batch in enumerate(input_pipeline.prefetch(batches)):
         outputs = jax.device_get(step(variables, global_batch(host_batch, mesh)))
         if bool(outputs["overflow"]):
-            raise RuntimeError(f"voted evaluation batch {index}: model capacity overflow")
+            from leakjax.train.trainer import CapacityOverflowError  # noqa: PLC0415 - a cycle
+
+            raise CapacityOverflowError(f"voted evaluation batch {index}: model capacity overflow")
         for row in range(batch_size):
             if crop == len(source):
                 break
