@@ -52,13 +52,20 @@ def class_probabilities(logits: jax.Array, label_space: LabelSpace, predict_igno
     return jax.nn.softmax(logits, axis=-1)
 
 
-@functools.lru_cache(maxsize=4)
 def probability_step(
     model: nn.Module, mesh: Mesh, label_space: LabelSpace, mask_key: str, predict_ignored: bool
 ) -> Callable[[dict, dict], dict[str, jax.Array]]:
     """jit (variables, batch with INDEX_KEY) -> replicated {probabilities [B, *S, C], position,
-    mask, overflow}; cached per (model, mesh, ...) so a baseline and a LEAK run share it."""
+    mask, overflow}; cached per (model, mesh, ...) so a baseline and a LEAK run share it (a model
+    with an unhashable field gets its own, as trainer.inspect_step does)."""
+    try:
+        hash((model, mesh, label_space))
+    except TypeError:
+        return _make_probability_step(model, mesh, label_space, mask_key, predict_ignored)
+    return _cached_probability_step(model, mesh, label_space, mask_key, predict_ignored)
 
+
+def _make_probability_step(model, mesh, label_space, mask_key, predict_ignored):
     def step(variables, batch):
         batch = dict(batch)
         position = batch.pop(INDEX_KEY)
@@ -72,6 +79,9 @@ def probability_step(
 
     replicated = replicated_sharding(mesh)
     return jax.jit(step, in_shardings=(replicated, batch_sharding(mesh)), out_shardings=replicated)
+
+
+_cached_probability_step = functools.lru_cache(maxsize=4)(_make_probability_step)
 
 
 def vote(
