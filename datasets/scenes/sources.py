@@ -110,6 +110,21 @@ class CropPlan:
     centre: np.ndarray
 
 
+class NearestPoints:
+    """The k sub-sampled points of a cloud nearest a centre (cKDTree per cloud, built on first
+    use): `(cloud, centre, k)` -> (indices int64 [min(k, S)], squared distances), nearest first."""
+
+    def __init__(self, xyz: Sequence[np.ndarray]):
+        self.xyz = xyz
+        self._trees: list[cKDTree] | None = None
+
+    def __call__(self, cloud: int, centre: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._trees is None:
+            self._trees = [cKDTree(np.asarray(xyz, np.float64)) for xyz in self.xyz]
+        distance, index = self._trees[cloud].query(centre, k=min(k, len(self.xyz[cloud])))
+        return np.asarray(index, np.int64).reshape(-1), np.square(distance).reshape(-1)
+
+
 def possibility_plan(
     xyz: Sequence[np.ndarray],
     neighbours: Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]],
@@ -184,7 +199,7 @@ class PossibilityCrops:
         self.centroids = [centroid(xyz) for xyz in self.xyz]
         self.features = [a["features"] for a in arrays]
         self.cloud_labels = [a["labels"].astype(np.int32) for a in arrays]
-        self._trees: list[cKDTree] | None = None
+        self._nearest = NearestPoints(self.xyz)
         self._plan: tuple[tuple[int, int], CropPlan] | None = None
 
     def __len__(self) -> int:
@@ -194,18 +209,8 @@ class PossibilityCrops:
         """An upper bound of every crop's size: num_points, or the largest cloud if smaller."""
         return (min(self.num_points, max(len(xyz) for xyz in self.xyz)),)
 
-    @property
-    def trees(self) -> list[cKDTree]:
-        if self._trees is None:
-            self._trees = [cKDTree(np.asarray(xyz, np.float64)) for xyz in self.xyz]
-        return self._trees
-
     def _neighbours(self, cloud: int, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(indices int64 [k], squared distances [k]) of the k = min(num_points, S) points of
-        `cloud` nearest `centre`, nearest first."""
-        k = min(self.num_points, len(self.xyz[cloud]))
-        distance, index = self.trees[cloud].query(centre, k=k)
-        return np.asarray(index, np.int64).reshape(-1), np.square(distance).reshape(-1)
+        return self._nearest(cloud, centre, self.num_points)
 
     def plan(self, seed: int, epoch: int) -> CropPlan:
         """The crops of `epoch` (module docstring), computed once and kept for the last epoch."""
@@ -244,4 +249,4 @@ class PossibilityCrops:
         return counts
 
 
-__all__ = ["CropPlan", "PossibilityCrops", "WholeClouds", "possibility_plan"]
+__all__ = ["CropPlan", "NearestPoints", "PossibilityCrops", "WholeClouds", "possibility_plan"]

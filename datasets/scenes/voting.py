@@ -23,11 +23,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from datasets.scenes.cache import CachedCloud
 from datasets.scenes.sources import (
     CropPlan,
+    NearestPoints,
     WholeClouds,
     _generator,
     _inputs,
@@ -83,7 +83,7 @@ class VotingCrops:
         self._arrays = [cloud.arrays() for cloud in clouds]
         self._xyz = [arrays["points"] for arrays in self._arrays]
         self._centroids = [centroid(xyz) for xyz in self._xyz]
-        self._trees: list[cKDTree] | None = None
+        self._nearest = NearestPoints(self._xyz)
         self._plan: CropPlan | None = None
 
     @property
@@ -108,11 +108,7 @@ class VotingCrops:
         return self.whole[cloud][LABEL_COUNTS]
 
     def _neighbours(self, cloud: int, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self._trees is None:
-            self._trees = [cKDTree(np.asarray(xyz, np.float64)) for xyz in self._xyz]
-        k = min(self.num_points, len(self._xyz[cloud]))
-        distance, index = self._trees[cloud].query(centre, k=k)
-        return np.asarray(index, np.int64).reshape(-1), np.square(distance).reshape(-1)
+        return self._nearest(cloud, centre, self.num_points)
 
     @property
     def plan(self) -> CropPlan:
