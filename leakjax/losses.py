@@ -16,6 +16,8 @@ infinity (they have no points to weight anyway); the ignored class always gets w
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -121,13 +123,65 @@ def cross_entropy(
     return jnp.where(denom > 0, (point_weight * nll).sum() / jnp.maximum(denom, 1e-12), 0.0)
 
 
-def _lovasz_gradient(sorted_foreground: jax.Array) -> jax.Array:
-    """Gradient of the Lovasz extension of the Jaccard loss for one class. [..., N] -> [..., N]."""
+def _sort_keys(errors: jax.Array, foreground: jax.Array) -> jax.Array:
+    """uint32 keys whose ascending order is the decreasing order of the errors. [C, N] -> [C, N].
+
+    A non-negative float32's bit pattern orders like its value and fits in 31 bits, so
+    `bits << 1 | foreground` keeps both the error and the foreground bit, exactly; `~` flips the
+    order. One single-operand integer sort is XLA CPU's direct `std::sort` (the general sort calls
+    a compiled comparator per comparison: ~8x slower on the Cylinder3D batch).
+    """
+    bits = jax.lax.bitcast_convert_type(errors, jnp.uint32)
+    return ~((bits << 1) | foreground.astype(jnp.uint32))
+
+
+def _jaccard_curve(sorted_keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Errors in decreasing order and Delta_J of each prefix of that order. [C, N] -> 2 x [C, N].
+
+    jaccard[k] = 1 - |F minus top k+1| / |F union top k+1| (Berman et al., Alg. 1), with F the
+    foreground entries; its increments are the Lovasz extension's gradient along the order.
+    """
+    decoded = ~sorted_keys
+    sorted_foreground = (decoded & 1).astype(jnp.float32)
+    sorted_errors = jax.lax.bitcast_convert_type(decoded >> 1, jnp.float32)
     num_foreground = sorted_foreground.sum(axis=-1, keepdims=True)
     intersection = num_foreground - jnp.cumsum(sorted_foreground, axis=-1)
     union = num_foreground + jnp.cumsum(1.0 - sorted_foreground, axis=-1)
-    jaccard = 1.0 - intersection / union
-    return jnp.concatenate([jaccard[..., :1], jnp.diff(jaccard, axis=-1)], axis=-1)
+    return sorted_errors, 1.0 - intersection / union
+
+
+@jax.custom_vjp
+def _lovasz_per_class(errors: jax.Array, foreground: jax.Array) -> jax.Array:
+    """Lovasz extension of Delta_J per class: [C, N] errors >= 0, [C, N] bool -> [C].
+
+    sum_k e_(k) (Delta_J(top k) - Delta_J(top k-1)) over the errors in decreasing order. Equal
+    errors leave the value unchanged in any order; the gradient gives each entry of a run of equal
+    (error, foreground) keys the mean of the run's increments (the gradient averaged over the
+    run's orders), so it does not depend on how the sort breaks ties.
+    """
+    return _lovasz_forward(errors, foreground)[0]
+
+
+def _lovasz_forward(errors, foreground):
+    keys = _sort_keys(errors, foreground)
+    sorted_keys = jax.lax.sort(keys, dimension=-1, is_stable=False)
+    sorted_errors, jaccard = _jaccard_curve(sorted_keys)
+    increments = jnp.concatenate([jaccard[:, :1], jnp.diff(jaccard, axis=-1)], axis=-1)
+    return jnp.sum(sorted_errors * increments, axis=-1), (keys, sorted_keys, jaccard)
+
+
+def _lovasz_backward(residuals, cotangent):
+    keys, sorted_keys, jaccard = residuals
+    # the run of keys equal to each entry's: positions [first, end) of the sorted order
+    first = jax.vmap(functools.partial(jnp.searchsorted, side="left"))(sorted_keys, keys)
+    end = jax.vmap(functools.partial(jnp.searchsorted, side="right"))(sorted_keys, keys)
+    prefix = jnp.pad(jaccard, ((0, 0), (1, 0)))  # prefix[k] = Delta_J of the top k entries
+    run_increment = jnp.take_along_axis(prefix, end, -1) - jnp.take_along_axis(prefix, first, -1)
+    gradient = run_increment / (end - first).astype(jnp.float32)
+    return cotangent[:, None] * gradient, None
+
+
+_lovasz_per_class.defvjp(_lovasz_forward, _lovasz_backward)
 
 
 def lovasz_softmax(
@@ -163,10 +217,7 @@ def lovasz_softmax(
     class_ids = jnp.arange(num_classes)
     foreground = ((labels[None, :] == class_ids[:, None]) & valid[None, :]).astype(jnp.float32)
     errors = jnp.where(valid[None, :], jnp.abs(foreground - probs.T), 0.0)  # [C, N]
-    order = jnp.argsort(-errors, axis=-1)
-    sorted_errors = jnp.take_along_axis(errors, order, axis=-1)
-    sorted_foreground = jax.lax.stop_gradient(jnp.take_along_axis(foreground, order, axis=-1))
-    per_class = jnp.sum(sorted_errors * _lovasz_gradient(sorted_foreground), axis=-1)  # [C]
+    per_class = _lovasz_per_class(errors, foreground > 0)  # [C]
     counted = foreground.sum(axis=-1) > 0 if classes == "present" else jnp.ones(num_classes, bool)
     if ignore_index is not None:
         counted = counted.at[ignore_index].set(False)

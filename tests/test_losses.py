@@ -1,6 +1,9 @@
 """Cross-entropy weightings and Lovasz-softmax against independent numpy implementations."""
 
+import itertools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from explicit_mesh import run_batch_sharded
@@ -108,6 +111,100 @@ def test_lovasz_ignore_index_drops_points_and_class():
     keep = labels != 0
     expected = numpy_lovasz(probs[keep], labels[keep], "present", skip=(0,))
     assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def argsort_lovasz(probs, labels, valid):
+    """Lovasz-softmax ("present") written with `jnp.argsort` and gathers, differentiable through
+    them: the formulation of Berman et al.'s released code, as a reference for the gradient."""
+    num_classes = probs.shape[-1]
+    probs, labels, valid = probs.reshape(-1, num_classes), labels.ravel(), valid.ravel()
+    foreground = ((labels[None] == jnp.arange(num_classes)[:, None]) & valid[None]) * 1.0
+    errors = jnp.where(valid[None], jnp.abs(foreground - probs.T), 0.0)
+    order = jnp.argsort(-errors, axis=-1)
+    sorted_errors = jnp.take_along_axis(errors, order, -1)
+    sorted_foreground = jnp.take_along_axis(foreground, order, -1)
+    total = sorted_foreground.sum(-1, keepdims=True)
+    jaccard = 1 - (total - jnp.cumsum(sorted_foreground, -1)) / (
+        total + jnp.cumsum(1 - sorted_foreground, -1)
+    )
+    increments = jnp.diff(jaccard, axis=-1, prepend=0.0)
+    present = foreground.sum(-1) > 0
+    return jnp.sum(jnp.sum(sorted_errors * increments, -1) * present) / present.sum()
+
+
+def test_lovasz_gradient_matches_the_argsort_formulation():
+    """Distinct errors (random probabilities): the gradient is the Delta_J increment at each
+    entry's place in the decreasing order, as in the argsort formulation."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(2, 300, 7)).astype(np.float32) * 3
+    labels = rng.integers(0, 6, (2, 300)).astype(np.int32)
+    valid = rng.random((2, 300)) < 0.8
+
+    def ours(logits):
+        return lovasz_softmax(jax.nn.softmax(logits, -1), labels, valid)
+
+    def reference(logits):
+        return argsort_lovasz(jax.nn.softmax(logits, -1), labels, valid)
+
+    np.testing.assert_allclose(jax.jit(ours)(logits), jax.jit(reference)(logits), rtol=1e-6)
+    got, want = jax.jit(jax.grad(ours))(logits), jax.jit(jax.grad(reference))(logits)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-10)
+    assert np.abs(want).max() > 1e-4
+
+
+def numpy_lovasz_gradient_over_tie_orders(errors, is_foreground) -> np.ndarray:
+    """d/d errors of the Lovasz extension for one class, averaged over every order of the entries
+    that sorts errors decreasingly and, at equal errors, foreground entries first: each order's
+    gradient is the Delta_J increment at each entry's place (enumerated with permutations)."""
+    foreground = set(np.flatnonzero(is_foreground).tolist())
+    groups = {}
+    for i, key in enumerate(zip(-errors, ~is_foreground)):
+        groups.setdefault(key, []).append(i)
+    runs = [groups[key] for key in sorted(groups)]
+    total, count = np.zeros(len(errors)), 0
+    for orders in itertools.product(*(itertools.permutations(run) for run in runs)):
+        previous, top = 0.0, set()
+        for i in itertools.chain(*orders):
+            top.add(i)
+            current = jaccard_loss_of_set(top, foreground)
+            total[i] += current - previous
+            previous = current
+        count += 1
+    return total / count
+
+
+def test_lovasz_gradient_at_equal_errors_is_the_mean_over_their_orders():
+    """Equal errors (runs of equal probabilities, two classes): the value is the same in any order
+    and the gradient is the mean over the orders of equal entries, whatever the sort does."""
+    rng = np.random.default_rng(6)
+    shuffle = rng.permutation(9)
+    p0 = np.array([0.75, 0.75, 0.75, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25], np.float32)[shuffle]
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 1, 1], np.int32)[shuffle]
+    probs = np.stack([p0, 1 - p0], -1)
+    valid = np.ones(9, bool)
+    # within a run of background entries the increments differ: one order's gradient is not the mean
+    errors0 = np.abs((labels == 0) - p0.astype(np.float64))
+    one_order = np.zeros(9)
+    previous, top = 0.0, set()
+    for i in np.argsort(-errors0, kind="stable"):
+        top.add(int(i))
+        current = jaccard_loss_of_set(top, set(np.flatnonzero(labels == 0).tolist()))
+        one_order[i], previous = current - previous, current
+    assert not np.allclose(one_order, numpy_lovasz_gradient_over_tie_orders(errors0, labels == 0))
+
+    def loss(probs):
+        return lovasz_softmax(probs, labels, valid, classes="all")
+
+    got = jax.jit(jax.grad(loss))(probs)
+    want = np.zeros_like(probs, np.float64)
+    for c in range(2):
+        is_foreground = labels == c
+        errors = np.abs(is_foreground - probs[:, c].astype(np.float64))
+        # d|fg - p| / dp = sign(p - fg); the loss is the mean over the two classes
+        d_errors = numpy_lovasz_gradient_over_tie_orders(errors, is_foreground)
+        want[:, c] = d_errors * np.sign(probs[:, c] - is_foreground) / 2
+    assert float(loss(probs)) == pytest.approx(numpy_lovasz(probs, labels, "all"), rel=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
 def test_lovasz_on_an_explicit_axis_mesh_matches_one_device():
