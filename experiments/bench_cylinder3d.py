@@ -14,7 +14,9 @@ next to the released PyTorch + spconv network (the "peer") timed on the same sca
    no class weights) and peak memory, per setting. Every (init_size, mode) runs in its own
    subprocess so that `ru_maxrss` is that setting's peak resident memory (compilation included);
    XLA's own estimate (arguments + outputs + temporaries of the compiled executable) is reported
-   beside it. Times are the median of `--reps` runs after one warm-up run. `--config` picks what
+   beside it. Times are the median of `--reps` runs after one warm-up run. Workers run as the
+   entry points do (`--host-buffers keep`, leakjax/train/host_memory.py: synchronous CPU dispatch,
+   XLA's step buffers kept in the process); `--host-buffers fresh` measures JAX's defaults. `--config` picks what
    runs (`bench_setup`):
      released  (the default) the released grid 480x360x32 and point widths 64 128 256 256 at each
                of `--init-sizes`, capacities sized on the scan; one ~120k-point synthetic scan
@@ -547,6 +549,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--peer", default=None, help="path of cylinder3d_peer.py: compare")
+    parser.add_argument(
+        "--host-buffers",
+        choices=("keep", "fresh"),
+        default="keep",
+        help="keep: XLA's step buffers kept in the process, as the entry points run "
+        "(leakjax/train/host_memory.py); fresh: JAX's defaults (mapped anew every step)",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("INIT_SIZE", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -554,9 +563,15 @@ def main(argv: list[str] | None = None) -> None:
         cpus = pinned_cpus(args.threads)
         if cpus is not None:
             os.sched_setaffinity(0, cpus)
+        kept = False
+        if args.host_buffers == "keep":
+            from leakjax.train.host_memory import keep_host_buffers
+
+            kept = keep_host_buffers()
         result = run_worker(
             int(args.worker[0]), args.worker[1], args.reps, args.azimuth_steps, args.config
         )
+        result["host_buffers_kept"] = kept
         print("RESULT " + json.dumps(result), flush=True)
         return
 
@@ -605,6 +620,8 @@ def main(argv: list[str] | None = None) -> None:
                 str(setup["azimuth_steps"]),
                 "--threads",
                 str(args.threads),
+                "--host-buffers",
+                args.host_buffers,
             ]
             done = subprocess.run(
                 command, env=_worker_env(args.threads), capture_output=True, text=True

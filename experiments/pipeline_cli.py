@@ -17,13 +17,16 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from leakjax.pipeline import ALL_PHASES, run_pipeline
+from leakjax.train import host_memory
 from leakjax.train import mesh as mesh_lib
 from leakjax.train.logging import readable_logs
 
 
 def configure_runtime(workdir: str, compilation_cache: str | None) -> None:
-    """Multi-host init, the persistent compilation cache and readable logs (our lines only)."""
+    """Multi-host init, on CPU XLA's step buffers kept in the process (host_memory.py), the
+    persistent compilation cache and readable logs (our lines only)."""
     mesh_lib.maybe_initialize_distributed()
+    host_memory.keep_host_buffers()
     if compilation_cache is None:
         compilation_cache = str(pathlib.Path(workdir).absolute().parent / "jax_cache")
     if compilation_cache:  # a resumed or repeated run skips the (minutes of) compilation
