@@ -16,8 +16,8 @@ next to the released PyTorch + spconv network (the "peer") timed on the same sca
    XLA's own estimate (arguments + outputs + temporaries of the compiled executable) is reported
    beside it. Times are the median of `--reps` runs after one warm-up run. Workers run as the
    entry points do (`--host-buffers keep`, leakjax/train/host_memory.py: synchronous CPU dispatch,
-   XLA's step buffers kept in the process); `--host-buffers fresh` measures JAX's defaults. `--config` picks what
-   runs (`bench_setup`):
+   XLA's step buffers kept in the process); `--host-buffers fresh` measures JAX's defaults.
+   `--config` picks what runs (`bench_setup`):
      released  (the default) the released grid 480x360x32 and point widths 64 128 256 256 at each
                of `--init-sizes`, capacities sized on the scan; one ~120k-point synthetic scan
                (2800 azimuth steps) padded to a multiple of 4096 points.
