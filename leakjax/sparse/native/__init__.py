@@ -13,8 +13,9 @@ GPU/TPU path) and one log line says why. The native kernel is used only on the C
 float32 features and weights.
 
 Kernel (see pair_conv.cc): forward, input gradient and weight gradient of the pair walk, threaded
-over LEAKJAX_NATIVE_THREADS threads (default: XLA's intra_op_parallelism_threads from XLA_FLAGS,
-else the cores this process may run on). Output rows and weight-gradient blocks are each owned by
+over LEAKJAX_NATIVE_THREADS workers (default: XLA's intra_op_parallelism_threads from XLA_FLAGS,
+else the cores this process may run on): the calling thread and tasks on XLA's intra-op thread
+pool (no thread is created per call). Output rows and weight-gradient blocks are each owned by
 one thread and summed in a fixed order, so results are bitwise identical across runs and thread
 counts. Under `vmap` the FFI call batches natively ("broadcast_all": every leading axis is a
 batch axis, the weight's leading axes a prefix of them).

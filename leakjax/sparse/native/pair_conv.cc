@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -57,22 +58,53 @@ struct Entry {
   int32_t src, dst, k;
 };
 
-// Run fn(item) for item in [0, items) on up to `threads` threads (the caller is one of them).
-void parallel_for(int64_t items, int64_t threads, const std::function<void(int64_t)>& fn) {
-  threads = std::max<int64_t>(1, std::min(threads, items));
+// Who runs parallel_for's items: `threads` workers in all, the caller one of them, the others
+// tasks on XLA's intra-op thread pool (no thread is created per call: a Cylinder3D train step
+// makes ~480 parallel_for calls). XLA's CPU runtime always gives one; without it, the caller alone.
+struct Workers {
+  int64_t threads;
+  ffi::ThreadPool* pool;  // nullptr: no pool
+};
+
+// What the caller of parallel_for shares with its pool tasks. A task may start after the call has
+// returned (the pool was busy): it then finds `closed` set and never touches `fn`.
+struct Shared {
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> active{0};
+  std::atomic<bool> closed{false};
+  int64_t items = 0;
+  const std::function<void(int64_t)>* fn = nullptr;
+
+  void work() {
+    for (int64_t i = next.fetch_add(1); i < items; i = next.fetch_add(1)) (*fn)(i);
+  }
+};
+
+// Run fn(item) for item in [0, items) on up to `workers.threads` workers (the caller is one).
+// Which worker runs an item never changes a result (module comment). With the pool, the caller
+// waits only for tasks that started before it closed the call, never for queued ones, so a busy
+// pool (its threads all inside such calls) cannot deadlock: the caller does the items itself.
+void parallel_for(int64_t items, const Workers& workers,
+                  const std::function<void(int64_t)>& fn) {
+  const int64_t threads =
+      workers.pool == nullptr ? 1 : std::max<int64_t>(1, std::min(workers.threads, items));
   if (threads == 1) {
     for (int64_t i = 0; i < items; ++i) fn(i);
     return;
   }
-  std::atomic<int64_t> next{0};
-  auto work = [&]() {
-    for (int64_t i = next.fetch_add(1); i < items; i = next.fetch_add(1)) fn(i);
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
+  auto shared = std::make_shared<Shared>();
+  shared->items = items;
+  shared->fn = &fn;
+  for (int64_t t = 1; t < threads; ++t) {
+    workers.pool->Schedule([shared] {
+      shared->active.fetch_add(1);
+      if (!shared->closed.load()) shared->work();
+      shared->active.fetch_sub(1);
+    });
+  }
+  shared->work();
+  shared->closed.store(true);
+  while (shared->active.load() != 0) std::this_thread::yield();
 }
 
 int64_t product(ffi::Span<const int64_t> dims, size_t begin, size_t end) {
@@ -184,7 +216,7 @@ void rows_any(int n, const float* const* a, int64_t ci, const float* w, int64_t 
 // no entry zero. entries[b]: the entries of sample b; x [B, n_x, ci], y [B, n_y, co].
 void walk(const std::vector<std::vector<Entry>>& entries, const float* x, int64_t n_x, int64_t ci,
           const float* w, int64_t num_k, int64_t per_weight, float* y, int64_t n_y, int64_t co,
-          int64_t threads) {
+          const Workers& threads) {
   const int64_t batch = int64_t(entries.size());
   const int64_t blocks = (n_y + kBlockRows - 1) / kBlockRows;
   std::vector<std::vector<Entry>> sorted(batch);
@@ -278,7 +310,7 @@ void outer_entries(const Entry* entries, int64_t count, const float* x, int64_t 
 // of (wb, k) are added in (sample, segment) order.
 void weight_grad(const std::vector<std::vector<Entry>>& entries, const float* x, int64_t n_x,
                  int64_t ci, const float* g, int64_t n_g, int64_t co, float* grad_w,
-                 int64_t num_k, int64_t per_weight, int64_t threads) {
+                 int64_t num_k, int64_t per_weight, const Workers& threads) {
   const int64_t batch = int64_t(entries.size());
   const int64_t num_w = per_weight ? batch / per_weight : 0;
   std::vector<std::vector<Entry>> sorted(batch);
@@ -349,7 +381,8 @@ ffi::Error check(const ffi::Buffer<ffi::F32>& feats, const ffi::Buffer<ffi::F32>
   return ffi::Error::Success();
 }
 
-std::vector<std::vector<Entry>> all_entries(const Pairs& p, const Shapes& s, int64_t threads) {
+std::vector<std::vector<Entry>> all_entries(const Pairs& p, const Shapes& s,
+                                            const Workers& threads) {
   std::vector<std::vector<Entry>> entries(s.batch);
   parallel_for(s.batch, threads,
                [&](int64_t b) { sample_entries(p, b, s.n_src, s.n_dst, entries[b]); });
@@ -360,7 +393,9 @@ ffi::Error forward(ffi::Buffer<ffi::F32> feats, ffi::Buffer<ffi::F32> weight,
                    ffi::Buffer<ffi::S32> src_rows, ffi::Buffer<ffi::S32> dst_rows,
                    ffi::Buffer<ffi::S32> tile_offset, ffi::Buffer<ffi::S32> num_tiles,
                    ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<ffi::F32> out, int64_t tile,
-                   int64_t num_offsets, int64_t mirrored, int64_t centre, int64_t threads) {
+                   int64_t num_offsets, int64_t mirrored, int64_t centre, int64_t num_threads,
+                   ffi::ThreadPool pool) {
+  const Workers threads{num_threads, pool.num_threads() > 0 ? &pool : nullptr};
   auto od = out->dimensions();
   if (od.size() < 2) return ffi::Error::InvalidArgument("leakjax pair_conv: output rank");
   Shapes s;
@@ -383,7 +418,8 @@ ffi::Error backward(ffi::Buffer<ffi::F32> feats, ffi::Buffer<ffi::F32> weight,
                     ffi::Buffer<ffi::PRED> mask, ffi::Buffer<ffi::F32> grad_out,
                     ffi::ResultBuffer<ffi::F32> grad_feats, ffi::ResultBuffer<ffi::F32> grad_weight,
                     int64_t tile, int64_t num_offsets, int64_t mirrored, int64_t centre,
-                    int64_t threads) {
+                    int64_t num_threads, ffi::ThreadPool pool) {
+  const Workers threads{num_threads, pool.num_threads() > 0 ? &pool : nullptr};
   auto gd = grad_out.dimensions();
   if (gd.size() < 2) return ffi::Error::InvalidArgument("leakjax pair_conv: grad rank");
   Shapes s;
@@ -428,7 +464,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LeakjaxPairConvFwd, forward,
                                   .Attr<int64_t>("num_offsets")
                                   .Attr<int64_t>("mirrored")
                                   .Attr<int64_t>("centre")
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LeakjaxPairConvBwd, backward,
                               ffi::Ffi::Bind()
@@ -446,4 +483,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LeakjaxPairConvBwd, backward,
                                   .Attr<int64_t>("num_offsets")
                                   .Attr<int64_t>("mirrored")
                                   .Attr<int64_t>("centre")
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());
