@@ -45,8 +45,9 @@ def keep_host_buffers() -> bool:
     """Synchronous single-device CPU dispatch and a main heap that keeps large blocks (module
     docstring). Must run before JAX creates its backends (the first computation or device query).
 
-    Returns True when both took effect; False (with one log line saying why) when the backends
-    already existed, the default backend is not the CPU, or the C library is not glibc.
+    Returns True when both took effect; False when the default backend is not the CPU (dispatch
+    set, allocator left alone), and False with one log line saying why when the backends already
+    existed, the C library is not glibc, or mallopt refused a setting.
     """
     from jax._src import xla_bridge
 
@@ -63,5 +64,5 @@ def keep_host_buffers() -> bool:
     kept = libc.mallopt(M_MMAP_MAX, 0) == 1
     kept = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and kept
     if not kept:
-        logging.warning("keep_host_buffers: mallopt refused; the host allocator is unchanged")
+        logging.warning("keep_host_buffers: mallopt refused a setting; blocks may be mapped anew")
     return kept
